@@ -1,0 +1,151 @@
+"""The protocol every engine module implements, and the schema model they share.
+
+A connector speaks one engine's dialect. Everything above `connectors/` works in
+terms of `TableSchema` (logical column types) and Arrow record batches in the
+canonical form defined in `connectors.canonical`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Iterator, Protocol, Sequence
+
+import pyarrow as pa
+
+LOGICAL_TYPES = {
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float32", "float64", "decimal", "string", "char", "date", "timestamp",
+    "timestamptz", "uuid", "json", "binary",
+}
+INTEGER_TYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+
+
+class MigrationError(Exception):
+    """An error a user can act on. `transient` errors are worth a retry."""
+
+    transient = False
+
+
+class TransientError(MigrationError):
+    transient = True
+
+
+class ConnectionFailed(MigrationError):
+    """Endpoint unreachable or credentials refused: names the endpoint, never the password."""
+
+
+class TableNotFound(MigrationError):
+    pass
+
+
+class UnsupportedType(MigrationError):
+    pass
+
+
+class LossyConversion(MigrationError):
+    """The destination cannot hold a column's values exactly."""
+
+
+class VerificationFailed(MigrationError):
+    pass
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool = True
+    precision: int | None = None  # decimal digits
+    scale: int | None = None
+    length: int | None = None  # char/varchar length
+
+    def __post_init__(self):
+        if self.type not in LOGICAL_TYPES:
+            raise UnsupportedType(f"column {self.name!r}: unknown logical type {self.type!r}")
+
+    def with_type(self, type_: str, **kw) -> "Column":
+        return replace(self, type=type_, **kw)
+
+    def describe(self) -> str:
+        if self.type == "decimal":
+            return f"decimal({self.precision},{self.scale})" if self.precision else "decimal"
+        if self.length and self.type in ("string", "char"):
+            return f"{self.type}({self.length})"
+        return self.type
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...] = ()
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def renamed(self, name: str) -> "TableSchema":
+        return replace(self, name=name)
+
+    @property
+    def integer_key(self) -> str | None:
+        """The single integer primary-key column that chunks split on, if there is one."""
+        if len(self.primary_key) == 1 and self.column(self.primary_key[0]).type in INTEGER_TYPES:
+            return self.primary_key[0]
+        return None
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """Rows with lo <= key <= hi (either bound None means open). key None means the whole table."""
+
+    key: str | None = None
+    lo: int | None = None
+    hi: int | None = None
+
+    def label(self) -> str:
+        if self.key is None:
+            return "all rows"
+        return f"{self.key} in [{self.lo}, {self.hi}]"
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    """What extract reads: a key range, optionally restricted to a watermark window."""
+
+    range: KeyRange = field(default_factory=KeyRange)
+    watermark: str | None = None
+    after: object | None = None  # exclusive lower bound of the watermark
+    upto: object | None = None  # inclusive upper bound
+
+
+class Connector(Protocol):
+    """One engine. Implementations live in connectors/<engine>.py."""
+
+    engine: str
+    json_verbatim: bool  # True when JSON text reads back exactly as written
+
+    def close(self) -> None: ...
+    def check_access(self, write: bool) -> None: ...
+    def list_tables(self) -> list[str]: ...
+    def table_exists(self, table: str) -> bool: ...
+    def describe(self, table: str) -> TableSchema: ...
+    def key_bounds(self, table: str, key: str) -> tuple[int | None, int | None, int]: ...
+    def max_value(self, table: str, column: str) -> object | None: ...
+    def read_batches(self, schema: TableSchema, where: RowFilter, batch_rows: int) -> Iterator[pa.RecordBatch]: ...
+    def read_keys(self, table: str, key: str) -> pa.Array: ...
+    def column_ddl(self, column: Column) -> str: ...
+    def create_table(self, schema: TableSchema) -> None: ...
+    def create_table_like(self, existing: str, new: str) -> None: ...
+    def drop_table(self, table: str) -> None: ...
+    def delete_range(self, table: str, where: KeyRange) -> None: ...
+    def write_batch(self, schema: TableSchema, batch: pa.RecordBatch) -> None: ...
+    def check_values(self, schema: TableSchema, batch: pa.RecordBatch) -> None: ...
+    def rename_tables(self, renames: Sequence[tuple[str, str]]) -> None: ...
+    def apply_upsert(self, target: str, staging: str, backup: str, key: str, deleted: str | None) -> None: ...
+    def count_rows(self, table: str) -> int: ...

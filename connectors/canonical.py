@@ -1,0 +1,159 @@
+"""Canonical Arrow form of each logical type, and the order-independent checksum.
+
+Every connector's reads end in `conform()`, so a value read from any engine has
+one representation here. Verification hashes that representation, which is why
+a checksum computed on PostgreSQL equals the one computed on ClickHouse.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.base import Column, MigrationError, TableSchema
+
+_FIXED = {
+    "bool": pa.bool_(), "int8": pa.int8(), "int16": pa.int16(), "int32": pa.int32(),
+    "int64": pa.int64(), "uint8": pa.uint8(), "uint16": pa.uint16(), "uint32": pa.uint32(),
+    "uint64": pa.uint64(), "float32": pa.float32(), "float64": pa.float64(),
+    "string": pa.string(), "char": pa.string(), "uuid": pa.string(), "json": pa.string(),
+    "date": pa.date32(), "timestamp": pa.timestamp("us"), "timestamptz": pa.timestamp("us", "UTC"),
+    "binary": pa.binary(),
+}
+
+
+def arrow_type(col: Column) -> pa.DataType:
+    if col.type == "decimal":
+        if col.precision is None:
+            return pa.string()  # unconstrained NUMERIC: exact as text
+        factory = pa.decimal128 if col.precision <= 38 else pa.decimal256
+        return factory(col.precision, col.scale or 0)
+    return _FIXED[col.type]
+
+
+def arrow_schema(schema: TableSchema) -> pa.Schema:
+    return pa.schema([pa.field(c.name, arrow_type(c)) for c in schema.columns])
+
+
+def canonical_json(arr: pa.Array) -> pa.Array:
+    def norm(v):
+        return None if v is None else json.dumps(json.loads(v), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return pa.array([norm(v) for v in arr.to_pylist()], pa.string())
+
+
+def conform_array(arr: pa.Array, col: Column, json_canonical: bool = False) -> pa.Array:
+    target = arrow_type(col)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if isinstance(arr.type, pa.ExtensionType):
+        arr = arr.storage
+    if arr.type != target:
+        arr = _convert(arr, col, target)
+    if col.type == "char":
+        arr = pc.utf8_rtrim(arr, characters=" ")
+    elif col.type == "uuid":
+        arr = pc.utf8_lower(arr)
+    elif col.type == "json" and json_canonical:
+        arr = canonical_json(arr)
+    return arr
+
+
+def _convert(arr: pa.Array, col: Column, target: pa.DataType) -> pa.Array:
+    src = arr.type
+    try:
+        if col.type == "bool" and (pa.types.is_integer(src) or pa.types.is_decimal(src)):
+            return pc.not_equal(arr, pa.scalar(0, src))
+        if pa.types.is_binary(src) and pa.types.is_string(target):
+            return arr.cast(pa.string())
+        if pa.types.is_timestamp(src) and pa.types.is_timestamp(target):
+            if src.tz and not target.tz:
+                arr = arr.cast(pa.timestamp(src.unit, "UTC")).cast(pa.timestamp(src.unit))
+            return arr.cast(target)
+        if pa.types.is_floating(src) and pa.types.is_decimal(target):
+            return pa.array([None if v is None else repr(v) for v in arr.to_pylist()], pa.string()).cast(target)
+        if pa.types.is_null(src):
+            return pa.nulls(len(arr), target)
+        return arr.cast(target, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise MigrationError(f"column {col.name!r}: cannot represent {src} values as {col.describe()}: {exc}") from exc
+
+
+def conform(batch: pa.RecordBatch | pa.Table, schema: TableSchema, json_canonical: bool = False) -> pa.RecordBatch:
+    arrays = [conform_array(batch.column(c.name), c, json_canonical) for c in schema.columns]
+    return pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(schema))
+
+
+# --- order-independent checksum -------------------------------------------------
+
+_NULL_HASH = np.uint64(0x9E3779B97F4A7C15)
+_MASK64 = (1 << 64) - 1
+
+
+def _numeric_bits(arr: pa.Array) -> np.ndarray:
+    """The 64-bit pattern of each fixed-width value (nulls as 0; the null mask is applied apart)."""
+    t = arr.type
+    if pa.types.is_temporal(t):
+        arr = arr.view(pa.int64() if t.bit_width == 64 else pa.int32())
+    elif pa.types.is_boolean(t):
+        arr = arr.cast(pa.int8())
+    if pa.types.is_floating(arr.type):
+        wide = pa.float64()
+    else:
+        wide = pa.uint64() if pa.types.is_unsigned_integer(arr.type) else pa.int64()
+    return arr.cast(wide).fill_null(0).to_numpy(zero_copy_only=False).view(np.uint64)
+
+
+def _column_hashes(arr: pa.Array) -> np.ndarray:
+    t = arr.type
+    if pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_temporal(t) or pa.types.is_floating(t):
+        h = pd.util.hash_array(_numeric_bits(arr))
+    else:
+        if pa.types.is_decimal(t):
+            arr = arr.cast(pa.string())
+        h = pd.util.hash_array(arr.to_numpy(zero_copy_only=False).astype(object), categorize=False)
+    if arr.null_count:
+        h = np.where(arr.is_null().to_numpy(zero_copy_only=False), _NULL_HASH, h)
+    return h
+
+
+def row_hashes(batch: pa.RecordBatch) -> np.ndarray:
+    """One uint64 per row, depending on every value and its column position."""
+    acc = np.zeros(batch.num_rows, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for i, arr in enumerate(batch.columns):
+            acc = (acc * np.uint64(1099511628211) + np.uint64(i + 1)) ^ _column_hashes(arr)
+        return pd.util.hash_array(acc)
+
+
+class Checksum:
+    """Count plus wrapping sum of row hashes: equal for the same rows in any order."""
+
+    __slots__ = ("rows", "total")
+
+    def __init__(self, rows: int = 0, total: int = 0):
+        self.rows, self.total = rows, total
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self.rows += batch.num_rows
+            self.total = (self.total + int(row_hashes(batch).sum(dtype=np.uint64))) & _MASK64
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Checksum) and (self.rows, self.total) == (other.rows, other.total)
+
+    def __repr__(self) -> str:
+        return f"{self.rows} rows/{self.total:016x}"
+
+    def digest(self) -> str:
+        return f"{self.total:016x}"
+
+
+def for_checksum(batch: pa.RecordBatch, schema: TableSchema, json_canonical: bool) -> pa.RecordBatch:
+    """The batch as hashed: JSON re-serialised when one side of the copy normalises documents."""
+    if not json_canonical or not any(c.type == "json" for c in schema.columns):
+        return batch
+    arrays = [canonical_json(a) if c.type == "json" else a for c, a in zip(schema.columns, batch.columns)]
+    return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)

@@ -1,0 +1,218 @@
+"""ClickHouse, over HTTP or embedded (chDB): Arrow stream reads, insert_arrow writes."""
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from typing import Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.base import (
+    Column, ConnectionFailed, LossyConversion, MigrationError, RowFilter, TableNotFound, TableSchema,
+    TransientError, UnsupportedType,
+)
+from connectors.canonical import conform
+from connectors.endpoint import Endpoint
+from connectors.sql import SqlConnector
+
+_TYPES = {
+    "Bool": "bool", "Int8": "int8", "Int16": "int16", "Int32": "int32", "Int64": "int64", "UInt8": "uint8",
+    "UInt16": "uint16", "UInt32": "uint32", "UInt64": "uint64", "Float32": "float32", "Float64": "float64",
+    "String": "string", "Date": "date", "Date32": "date", "UUID": "uuid", "JSON": "json",
+}
+_DDL = {
+    "bool": "Bool", "int8": "Int8", "int16": "Int16", "int32": "Int32", "int64": "Int64", "uint8": "UInt8",
+    "uint16": "UInt16", "uint32": "UInt32", "uint64": "UInt64", "float32": "Float32", "float64": "Float64",
+    "string": "String", "char": "String", "date": "Date32", "timestamp": "DateTime64(6)",
+    "timestamptz": "DateTime64(6, 'UTC')", "uuid": "UUID", "json": "String", "binary": "String",
+}
+# Date32 and DateTime64 cover 1900-01-01 .. 2299-12-31
+_MIN_DAY, _MAX_DAY = -25567, 120529
+
+# chDB allows one session per process: every connector to the same path shares it.
+_EMBEDDED: dict[str, tuple[object, threading.RLock]] = {}
+_EMBEDDED_LOCK = threading.Lock()
+
+
+def _embedded_client(path: str):
+    import clickhouse_connect
+    with _EMBEDDED_LOCK:
+        if path not in _EMBEDDED:
+            _EMBEDDED[path] = (clickhouse_connect.get_client(dsn=f"chdb://{path}"), threading.RLock())
+        return _EMBEDDED[path]
+
+
+class ClickHouseConnector(SqlConnector):
+    engine = "clickhouse"
+    quote_char = "`"
+
+    def __init__(self, endpoint: Endpoint):
+        import clickhouse_connect
+        self.endpoint = endpoint
+        with self.errors("connect"):
+            if endpoint.path:
+                self.client, self.lock = _embedded_client(endpoint.path)
+            else:
+                self.client = clickhouse_connect.get_client(
+                    host=endpoint.host, port=endpoint.port, username=endpoint.user or "default",
+                    password=endpoint.secret(), database=endpoint.database or "default", secure=endpoint.secure)
+                self.lock = threading.RLock()
+
+    def close(self) -> None:
+        if not self.endpoint.path:
+            with contextlib.suppress(Exception):
+                self.client.close()
+
+    @contextlib.contextmanager
+    def errors(self, doing: str):
+        try:
+            with self.lock if hasattr(self, "lock") else contextlib.nullcontext():
+                yield
+        except MigrationError:
+            raise
+        except Exception as exc:
+            text = self.endpoint.redact(str(exc))
+            msg = f"{self.endpoint.label}: {doing} failed: {text}"
+            if doing == "connect":
+                raise ConnectionFailed(msg) from None
+            if "UNKNOWN_TABLE" in text or "doesn't exist" in text:
+                raise TableNotFound(msg) from None
+            if any(s in text for s in ("Connection", "timed out", "TIMEOUT", "NETWORK_ERROR")):
+                raise TransientError(msg) from None
+            raise MigrationError(msg) from None
+
+    def execute(self, sql: str, params: Sequence = ()) -> None:
+        with self.errors("statement"):
+            self.client.command(sql, parameters=list(params) or None)
+
+    def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        with self.errors("query"):
+            return list(self.client.query(sql, parameters=list(params) or None).result_rows)
+
+    def transaction(self, statements: Sequence[str]) -> None:
+        for s in statements:  # no multi-statement transactions; callers order statements to be safe
+            self.execute(s)
+
+    # --- introspection --------------------------------------------------------
+    def check_access(self, write: bool) -> None:
+        self.query("SELECT 1")
+
+    def list_tables(self) -> list[str]:
+        return [r[0] for r in self.query(
+            "SELECT name FROM system.tables WHERE database = currentDatabase() AND NOT is_temporary ORDER BY name")]
+
+    def table_exists(self, table: str) -> bool:
+        return bool(self.query("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = %s", [table])[0][0])
+
+    def describe(self, table: str) -> TableSchema:
+        if not self.table_exists(table):
+            raise TableNotFound(f"{self.endpoint.label}: table {table!r} does not exist")
+        rows = self.query("SELECT name, type, is_in_primary_key FROM system.columns "
+                          "WHERE database = currentDatabase() AND table = %s ORDER BY position", [table])
+        cols = tuple(self._column(table, name, type_) for name, type_, _ in rows)
+        return TableSchema(table, cols, tuple(name for name, _, in_pk in rows if in_pk))
+
+    def _column(self, table: str, name: str, type_: str) -> Column:
+        nullable = type_.startswith("Nullable(")
+        inner = re.sub(r"^(?:Nullable|LowCardinality)\((.*)\)$", r"\1", type_)
+        inner = re.sub(r"^(?:Nullable|LowCardinality)\((.*)\)$", r"\1", inner)
+        if m := re.fullmatch(r"Decimal(?:\d+)?\((\d+),\s*(\d+)\)", inner):
+            return Column(name, "decimal", nullable, int(m.group(1)), int(m.group(2)))
+        if m := re.fullmatch(r"DateTime64\((\d)(?:,\s*'([^']+)')?\)|DateTime(?:\('([^']+)'\))?", inner):
+            return Column(name, "timestamptz" if (m.group(2) or m.group(3)) else "timestamp", nullable)
+        if m := re.fullmatch(r"FixedString\((\d+)\)", inner):
+            return Column(name, "binary", nullable)
+        if inner not in _TYPES:
+            raise UnsupportedType(f"{self.endpoint.label}: column {table}.{name} has type {type_}, "
+                                  f"which this tool cannot migrate yet")
+        return Column(name, _TYPES[inner], nullable)
+
+    def column_ddl(self, col: Column) -> str:
+        if col.type == "decimal":
+            if not col.precision or col.precision > 76:
+                raise LossyConversion(
+                    f"column {col.name!r}: {col.describe()} does not fit ClickHouse Decimal (at most 76 digits); "
+                    f"opt into the lossy cast 'decimal_as_text' to store it as text")
+            return f"Decimal({col.precision}, {col.scale or 0})"
+        return _DDL[col.type]
+
+    def create_table(self, schema: TableSchema) -> None:
+        cols = ", ".join(
+            f"{self.q(c.name)} {self.column_ddl(c) if not c.nullable or c.name in schema.primary_key else f'Nullable({self.column_ddl(c)})'}"
+            for c in schema.columns)
+        order = ", ".join(self.q(k) for k in schema.primary_key) or ""
+        self.execute(f"CREATE TABLE {self.q(schema.name)} ({cols}) ENGINE = MergeTree ORDER BY ({order})")
+
+    def create_table_like(self, existing: str, new: str) -> None:
+        self.execute(f"CREATE TABLE {self.q(new)} AS {self.q(existing)}")
+
+    def swap_in(self, staging: str, target: str, backup: str | None) -> None:
+        if backup:
+            self.execute(f"EXCHANGE TABLES {self.q(staging)} AND {self.q(target)}")
+            self.execute(f"RENAME TABLE {self.q(staging)} TO {self.q(backup)}")
+        else:
+            self.execute(f"RENAME TABLE {self.q(staging)} TO {self.q(target)}")
+
+    def delete_range(self, table: str, where) -> None:
+        if self.count_rows(table, where):
+            cond, params = self.range_sql(where)
+            self.execute(f"ALTER TABLE {self.q(table)} DELETE WHERE {cond} SETTINGS mutations_sync = 2", params)
+
+    def upsert_statements(self, target, staging, backup, key, deleted) -> list[str]:
+        stmts = super().upsert_statements(target, staging, backup, key, deleted)
+        return [s.replace(f"DELETE FROM {self.q(target)} WHERE", f"ALTER TABLE {self.q(target)} DELETE WHERE") +
+                (" SETTINGS mutations_sync = 2" if s.startswith("DELETE") else "") for s in stmts]
+
+    def undo_upsert(self, target: str, staging: str, backup: str, key: str) -> None:
+        t, s, b, k = self.q(target), self.q(staging), self.q(backup), self.q(key)
+        self.execute(f"ALTER TABLE {t} DELETE WHERE {k} IN (SELECT {k} FROM {s} UNION ALL SELECT {k} FROM {b}) "
+                     f"SETTINGS mutations_sync = 2")
+        self.execute(f"INSERT INTO {t} SELECT * FROM {b}")
+
+    # --- data -----------------------------------------------------------------
+    def _select_expr(self, col: Column) -> str:
+        if col.type == "uuid":
+            return f"toString({self.q(col.name)}) AS {self.q(col.name)}"
+        return self.q(col.name)
+
+    def read_batches(self, schema: TableSchema, where: RowFilter, batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:
+        cond, params = self.filter_sql(where)
+        exprs = ", ".join(self._select_expr(c) for c in schema.columns)
+        sql = f"SELECT {exprs} FROM {self.q(schema.name)} WHERE {cond}"
+        settings = {"max_block_size": batch_rows}
+        if self.endpoint.path:
+            # embedded: one session per process, so read the chunk whole rather than hold it while writing
+            with self.errors(f"reading {schema.name}"):
+                result = self.client.query_arrow(sql, parameters=params or None, use_strings=False, settings=settings)
+            for batch in result.to_batches(max_chunksize=batch_rows):
+                yield conform(batch, schema)
+            return
+        with self.errors(f"reading {schema.name}"):
+            with self.client.query_arrow_stream(sql, parameters=params or None, use_strings=False,
+                                               settings=settings) as stream:
+                for batch in stream:
+                    yield conform(batch, schema)
+
+    def check_values(self, schema: TableSchema, batch: pa.RecordBatch) -> None:
+        for col in schema.columns:
+            if col.type not in ("date", "timestamp", "timestamptz"):
+                continue
+            arr = batch.column(col.name)
+            days = arr.cast(pa.date32()) if col.type != "date" else arr
+            lo, hi = pc.min(days.view(pa.int32())).as_py(), pc.max(days.view(pa.int32())).as_py()
+            if lo is not None and (lo < _MIN_DAY or hi > _MAX_DAY):
+                raise LossyConversion(f"column {col.name!r} holds dates outside 1900-01-01..2299-12-31, "
+                                      f"the range of ClickHouse Date32/DateTime64")
+
+    def write_batch(self, schema: TableSchema, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        self.check_values(schema, batch)
+        with self.errors(f"loading {schema.name}"):
+            self.client.insert_arrow(schema.name, pa.Table.from_batches([batch]),
+                                     settings={"input_format_arrow_skip_columns_with_unsupported_types_in_schema_inference": 0})
+
+    def watermark_param(self, value):
+        return value.replace(tzinfo=None) if hasattr(value, "tzinfo") and value.tzinfo else value

@@ -1,0 +1,238 @@
+"""MySQL and MariaDB: unbuffered streaming cursor for reads, multi-row INSERT for writes."""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pymysql
+import pymysql.cursors
+
+from connectors.base import (
+    Column, ConnectionFailed, LossyConversion, MigrationError, RowFilter, TableNotFound, TableSchema,
+    TransientError, UnsupportedType,
+)
+from connectors.canonical import arrow_type, conform
+from connectors.endpoint import Endpoint
+from connectors.sql import SqlConnector
+
+# server gone, lost connection, killed, deadlock, lock wait timeout, too many connections
+TRANSIENT_CODES = {1040, 1205, 1213, 1927, 2006, 2013, 2055}
+ACCESS_DENIED = {1044, 1045, 1142, 1227}
+
+_TYPES = {
+    "tinyint": "int8", "smallint": "int16", "mediumint": "int32", "int": "int32", "bigint": "int64",
+    "float": "float32", "double": "float64", "date": "date", "datetime": "timestamp",
+    "timestamp": "timestamptz", "json": "json", "uuid": "uuid", "text": "string", "tinytext": "string",
+    "mediumtext": "string", "longtext": "string", "blob": "binary", "tinyblob": "binary",
+    "mediumblob": "binary", "longblob": "binary", "varbinary": "binary", "binary": "binary", "enum": "string",
+}
+_UNSIGNED = {"tinyint": "uint8", "smallint": "uint16", "mediumint": "uint32", "int": "uint32", "bigint": "uint64"}
+_DDL = {
+    "bool": "BOOLEAN", "int8": "TINYINT", "int16": "SMALLINT", "int32": "INT", "int64": "BIGINT",
+    "uint8": "TINYINT UNSIGNED", "uint16": "SMALLINT UNSIGNED", "uint32": "INT UNSIGNED",
+    "uint64": "BIGINT UNSIGNED", "float32": "FLOAT", "float64": "DOUBLE", "date": "DATE",
+    "timestamp": "DATETIME(6)", "timestamptz": "DATETIME(6)", "uuid": "CHAR(36)", "json": "JSON",
+    "binary": "LONGBLOB",
+}
+MIN_DATE = pa.scalar(-354285, pa.date32())  # 1000-01-01, MySQL's earliest DATE
+
+
+class MySQLConnector(SqlConnector):
+    engine = "mysql"
+    json_verbatim = False  # MySQL normalises JSON documents
+    quote_char = "`"
+
+    def __init__(self, endpoint: Endpoint):
+        self.endpoint = endpoint
+        with self.errors("connect"):
+            self.conn = pymysql.connect(
+                host=endpoint.host, port=endpoint.port, user=endpoint.user or "root",
+                password=endpoint.secret(), database=endpoint.database, charset="utf8mb4",
+                autocommit=True, connect_timeout=10, read_timeout=600, write_timeout=600,
+                init_command="SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
+            )
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+    @contextlib.contextmanager
+    def errors(self, doing: str):
+        try:
+            yield
+        except MigrationError:
+            raise
+        except pymysql.MySQLError as exc:
+            code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+            msg = f"{self.endpoint.label}: {doing} failed: {self.endpoint.redact(str(exc))}"
+            if doing == "connect":
+                raise ConnectionFailed(msg) from None
+            if code in TRANSIENT_CODES or isinstance(exc, pymysql.err.InterfaceError):
+                raise TransientError(msg) from None
+            if code == 1146:
+                raise TableNotFound(msg) from None
+            raise MigrationError(msg) from None
+
+    def execute(self, sql: str, params: Sequence = ()) -> None:
+        with self.errors("statement"), self.conn.cursor() as cur:
+            cur.execute(sql, tuple(params) or None)
+
+    def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        with self.errors("query"), self.conn.cursor() as cur:
+            cur.execute(sql, tuple(params) or None)
+            return list(cur.fetchall())
+
+    def transaction(self, statements: Sequence[str]) -> None:
+        with self.errors("transaction"):
+            self.conn.begin()
+            try:
+                with self.conn.cursor() as cur:
+                    for s in statements:
+                        cur.execute(s)
+                self.conn.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.conn.rollback()
+                raise
+
+    # --- introspection --------------------------------------------------------
+    def check_access(self, write: bool) -> None:
+        self.query("SELECT 1")
+        if write and self.endpoint.database:
+            grants = " ".join(r[0] for r in self.query("SHOW GRANTS")).upper()
+            if "ALL PRIVILEGES" not in grants and "CREATE" not in grants:
+                raise MigrationError(f"{self.endpoint.label}: user may not create tables in {self.endpoint.database}")
+
+    def list_tables(self) -> list[str]:
+        return [r[0] for r in self.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() "
+            "AND table_type = 'BASE TABLE' ORDER BY table_name")]
+
+    def table_exists(self, table: str) -> bool:
+        return bool(self.query("SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE() "
+                               "AND table_name = %s", [table])[0][0])
+
+    def describe(self, table: str) -> TableSchema:
+        if not self.table_exists(table):
+            raise TableNotFound(f"{self.endpoint.label}: table {table!r} does not exist")
+        rows = self.query(
+            "SELECT column_name, data_type, column_type, is_nullable = 'YES', numeric_precision, numeric_scale, "
+            "character_maximum_length, column_key FROM information_schema.columns "
+            "WHERE table_schema = DATABASE() AND table_name = %s ORDER BY ordinal_position", [table])
+        json_cols = {r[0] for r in self.query(
+            "SELECT check_clause FROM information_schema.check_constraints WHERE constraint_schema = DATABASE() "
+            "AND table_name = %s", [table]) if "json_valid" in r[0].lower()} if self._is_mariadb else set()
+        cols = tuple(self._column(table, r, json_cols) for r in rows)
+        pk = self.query(
+            "SELECT column_name FROM information_schema.key_column_usage WHERE table_schema = DATABASE() "
+            "AND table_name = %s AND constraint_name = 'PRIMARY' ORDER BY ordinal_position", [table])
+        return TableSchema(table, cols, tuple(r[0] for r in pk))
+
+    @property
+    def _is_mariadb(self) -> bool:
+        return "mariadb" in self.conn.get_server_info().lower()
+
+    def _column(self, table, row, json_checks) -> Column:
+        name, data_type, column_type, nullable, precision, scale, length, _ = row
+        data_type, column_type = data_type.lower(), column_type.lower()
+        if any(f"json_valid(`{name.lower()}`)" in c for c in json_checks):
+            return Column(name, "json", nullable)
+        if column_type.startswith("tinyint(1)"):
+            return Column(name, "bool", nullable)
+        if data_type in ("decimal", "numeric"):
+            return Column(name, "decimal", nullable, int(precision), int(scale))
+        if data_type == "varchar":
+            return Column(name, "string", nullable, length=length)
+        if data_type == "char":
+            return Column(name, "char", nullable, length=length)
+        if "unsigned" in column_type and data_type in _UNSIGNED:
+            return Column(name, _UNSIGNED[data_type], nullable)
+        if data_type not in _TYPES:
+            raise UnsupportedType(f"{self.endpoint.label}: column {table}.{name} has type {column_type}, "
+                                  f"which this tool cannot migrate yet")
+        return Column(name, _TYPES[data_type], nullable)
+
+    def column_ddl(self, col: Column) -> str:
+        if col.type == "decimal":
+            if not col.precision or col.precision > 65 or (col.scale or 0) > 30:
+                raise LossyConversion(
+                    f"column {col.name!r}: {col.describe()} does not fit MySQL DECIMAL (at most 65 digits, "
+                    f"scale 30); opt into the lossy cast 'decimal_as_text' to store it as text")
+            return f"DECIMAL({col.precision},{col.scale or 0})"
+        if col.type == "string":
+            return f"VARCHAR({col.length})" if col.length and col.length <= 16383 else "LONGTEXT"
+        if col.type == "char":
+            return f"CHAR({col.length or 1})"
+        if col.type == "uuid" and self._is_mariadb:
+            return "UUID"
+        return _DDL[col.type]
+
+    def create_table_like(self, existing: str, new: str) -> None:
+        self.execute(f"CREATE TABLE {self.q(new)} LIKE {self.q(existing)}")
+
+    def swap_in(self, staging: str, target: str, backup: str | None) -> None:
+        renames = ([f"{self.q(target)} TO {self.q(backup)}"] if backup else []) + [f"{self.q(staging)} TO {self.q(target)}"]
+        self.execute("RENAME TABLE " + ", ".join(renames))
+
+    # --- data -----------------------------------------------------------------
+    def read_batches(self, schema: TableSchema, where: RowFilter, batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:
+        cond, params = self.filter_sql(where)
+        exprs = ", ".join(self._select_expr(c) for c in schema.columns)
+        types = [_read_type(c) for c in schema.columns]
+        with self.errors(f"reading {schema.name}"):
+            cur = self.conn.cursor(pymysql.cursors.SSCursor)
+            try:
+                cur.execute(f"SELECT {exprs} FROM {self.q(schema.name)} WHERE {cond}", tuple(params) or None)
+                while rows := cur.fetchmany(batch_rows):
+                    columns = list(zip(*rows))
+                    arrays = [pa.array(vals, t) for vals, t in zip(columns, types)]
+                    yield conform(pa.RecordBatch.from_arrays(arrays, names=schema.column_names), schema)
+            finally:
+                cur.close()
+
+    def _select_expr(self, col: Column) -> str:
+        if col.type == "json":
+            return f"CAST({self.q(col.name)} AS CHAR) AS {self.q(col.name)}"
+        return self.q(col.name)
+
+    def check_values(self, schema: TableSchema, batch: pa.RecordBatch) -> None:
+        for col in schema.columns:
+            arr = batch.column(col.name)
+            if col.type in ("float32", "float64") and pc.any(pc.invert(pc.is_finite(arr))).as_py():
+                raise LossyConversion(f"column {col.name!r} holds infinity or NaN, which MySQL cannot store")
+            if col.type in ("date", "timestamp", "timestamptz"):
+                low = pc.min(arr).as_py()
+                if low is not None and low.year < 1000:
+                    raise LossyConversion(f"column {col.name!r} holds {low}, before MySQL's earliest date 1000-01-01")
+
+    def write_batch(self, schema: TableSchema, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        self.check_values(schema, batch)
+        columns = [_python_values(batch.column(c.name)) for c in schema.columns]
+        marks = ", ".join(["%s"] * len(columns))
+        sql = f"INSERT INTO {self.q(schema.name)} ({self.columns_sql(schema)}) VALUES ({marks})"
+        with self.errors(f"loading {schema.name}"), self.conn.cursor() as cur:
+            cur.executemany(sql, list(zip(*columns)))
+
+    def watermark_param(self, value):
+        return value.replace(tzinfo=None) if hasattr(value, "tzinfo") and value.tzinfo else value
+
+
+def _read_type(col: Column) -> pa.DataType:
+    if col.type in ("bool",):
+        return pa.int8()
+    if col.type in ("uuid", "json", "string", "char"):
+        return pa.string()
+    if col.type == "timestamptz":
+        return pa.timestamp("us")
+    return arrow_type(col)
+
+
+def _python_values(arr: pa.Array) -> list:
+    if pa.types.is_timestamp(arr.type) and arr.type.tz:
+        arr = arr.cast(pa.timestamp("us"))  # stored as UTC wall time
+    return arr.to_pylist()

@@ -1,0 +1,216 @@
+"""PostgreSQL: reads through ADBC (binary COPY straight into Arrow), writes with COPY FROM STDIN (CSV)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from typing import Iterator, Sequence
+
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from psycopg import sql as psql
+
+from connectors.base import (
+    Column, ConnectionFailed, LossyConversion, MigrationError, RowFilter, TableNotFound, TableSchema,
+    TransientError, UnsupportedType,
+)
+from connectors.canonical import conform
+from connectors.endpoint import Endpoint
+from connectors.sql import SqlConnector
+
+TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "55P03", "08000", "08003", "08006"}
+PERMISSION_SQLSTATES = {"42501"}
+
+_TYPES = {
+    "smallint": "int16", "integer": "int32", "bigint": "int64", "real": "float32",
+    "double precision": "float64", "boolean": "bool", "text": "string", "date": "date",
+    "timestamp without time zone": "timestamp", "timestamp with time zone": "timestamptz",
+    "uuid": "uuid", "json": "json", "jsonb": "json", "bytea": "binary",
+}
+_DDL = {
+    "bool": "boolean", "int8": "smallint", "int16": "smallint", "int32": "integer", "int64": "bigint",
+    "uint8": "smallint", "uint16": "integer", "uint32": "bigint", "uint64": "numeric(20,0)",
+    "float32": "real", "float64": "double precision", "date": "date", "timestamp": "timestamp(6)",
+    "timestamptz": "timestamptz(6)", "uuid": "uuid", "json": "jsonb", "binary": "bytea",
+}
+
+
+class PostgresConnector(SqlConnector):
+    engine = "postgres"
+
+    def __init__(self, endpoint: Endpoint):
+        self.endpoint = endpoint
+        self._adbc = None
+        with self.errors("connect"):
+            self.conn = psycopg.connect(
+                host=endpoint.host, port=endpoint.port, user=endpoint.user, password=endpoint.secret() or None,
+                dbname=endpoint.database or "postgres", autocommit=True, connect_timeout=10,
+                application_name="migration-assistant",
+            )
+        self.schema_name = "public"
+
+    def close(self) -> None:
+        for c in (self._adbc, self.conn):
+            with contextlib.suppress(Exception):
+                c.close()
+
+    @contextlib.contextmanager
+    def errors(self, doing: str):
+        """Translate driver errors into ours, without the password."""
+        try:
+            yield
+        except MigrationError:
+            raise
+        except psycopg.Error as exc:
+            state = getattr(exc, "sqlstate", None)
+            msg = f"{self.endpoint.label}: {doing} failed: {self.endpoint.redact(str(exc).strip())}"
+            if doing == "connect":
+                raise ConnectionFailed(msg) from None
+            if state in TRANSIENT_SQLSTATES or isinstance(exc, psycopg.OperationalError):
+                raise TransientError(msg) from None
+            if state == "42P01":
+                raise TableNotFound(msg) from None
+            raise MigrationError(msg) from None
+        except Exception as exc:  # ADBC raises its own DB-API errors
+            msg = f"{self.endpoint.label}: {doing} failed: {self.endpoint.redact(str(exc).strip())}"
+            if "terminat" in msg or "connection" in msg.lower():
+                raise TransientError(msg) from None
+            raise MigrationError(msg) from None
+
+    # --- plumbing -------------------------------------------------------------
+    def execute(self, sql: str, params: Sequence = ()) -> None:
+        with self.errors("statement"):
+            self.conn.execute(sql, params or None)
+
+    def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        with self.errors("query"):
+            return self.conn.execute(sql, params or None).fetchall()
+
+    def transaction(self, statements: Sequence[str]) -> None:
+        with self.errors("transaction"), self.conn.transaction():
+            for s in statements:
+                self.conn.execute(s)
+
+    def literal(self, value) -> str:
+        return psql.Literal(value).as_string(self.conn)
+
+    @property
+    def adbc(self):
+        if self._adbc is None:
+            import adbc_driver_postgresql.dbapi as adbc
+            e = self.endpoint
+            kwargs = {"host": e.host, "port": e.port, "user": e.user, "dbname": e.database or "postgres"}
+            if e.secret():
+                kwargs["password"] = e.secret()
+            dsn = " ".join(f"{k}={_conninfo_quote(str(v))}" for k, v in kwargs.items() if v is not None)
+            with self.errors("connect"):
+                self._adbc = adbc.connect(dsn, autocommit=True)
+        return self._adbc
+
+    # --- introspection --------------------------------------------------------
+    def check_access(self, write: bool) -> None:
+        self.query("SELECT 1")
+        if write:
+            ok = self.query("SELECT has_schema_privilege(current_schema(), 'CREATE')")[0][0]
+            if not ok:
+                raise MigrationError(f"{self.endpoint.label}: user {self.endpoint.user!r} may not create tables in the current schema")
+
+    def list_tables(self) -> list[str]:
+        rows = self.query("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+                          "AND table_type = 'BASE TABLE' ORDER BY table_name")
+        return [r[0] for r in rows]
+
+    def table_exists(self, table: str) -> bool:
+        return bool(self.query("SELECT to_regclass(%s) IS NOT NULL", [self.q(table)])[0][0])
+
+    def describe(self, table: str) -> TableSchema:
+        if not self.table_exists(table):
+            raise TableNotFound(f"{self.endpoint.label}: table {table!r} does not exist")
+        rows = self.query(
+            "SELECT column_name, data_type, is_nullable = 'YES', numeric_precision, numeric_scale, "
+            "character_maximum_length FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position", [table])
+        pk = self.query(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = to_regclass(%s) AND i.indisprimary "
+            "ORDER BY array_position(i.indkey, a.attnum)", [self.q(table)])
+        cols = tuple(self._column(table, *r) for r in rows)
+        return TableSchema(table, cols, tuple(r[0] for r in pk))
+
+    def _column(self, table, name, data_type, nullable, precision, scale, length) -> Column:
+        if data_type == "numeric":
+            return Column(name, "decimal", nullable, precision, scale)
+        if data_type == "character varying":
+            return Column(name, "string", nullable, length=length)
+        if data_type == "character":
+            return Column(name, "char", nullable, length=length)
+        if data_type not in _TYPES:
+            raise UnsupportedType(f"{self.endpoint.label}: column {table}.{name} has type {data_type}, "
+                                  f"which this tool cannot migrate yet")
+        return Column(name, _TYPES[data_type], nullable)
+
+    def column_ddl(self, col: Column) -> str:
+        if col.type == "decimal":
+            if col.precision and col.precision > 1000:
+                raise LossyConversion(f"column {col.name!r}: PostgreSQL numeric holds at most 1000 digits")
+            return f"numeric({col.precision},{col.scale or 0})" if col.precision else "numeric"
+        if col.type == "string":
+            return f"varchar({col.length})" if col.length else "text"
+        if col.type == "char":
+            return f"char({col.length or 1})"
+        return _DDL[col.type]
+
+    def create_table_like(self, existing: str, new: str) -> None:
+        self.execute(f"CREATE TABLE {self.q(new)} (LIKE {self.q(existing)} INCLUDING ALL)")
+
+    # --- data -----------------------------------------------------------------
+    def _select_expr(self, col: Column) -> str:
+        if col.type in ("uuid", "json") or (col.type == "decimal" and not col.precision):
+            return f"{self.q(col.name)}::text AS {self.q(col.name)}"
+        return self.q(col.name)
+
+    def read_batches(self, schema: TableSchema, where: RowFilter, batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:
+        cond, params = self.filter_sql(where)
+        cond = cond.replace("%s", "{}").format(*(self.literal(p) for p in params))
+        exprs = ", ".join(self._select_expr(c) for c in schema.columns)
+        with self.errors(f"reading {schema.name}"):
+            cur = self.adbc.cursor()
+            try:
+                cur.execute(f"SELECT {exprs} FROM {self.q(schema.name)} WHERE {cond}")
+                for batch in cur.fetch_record_batch():
+                    yield conform(batch, schema)
+            finally:
+                cur.close()
+
+    def check_values(self, schema: TableSchema, batch: pa.RecordBatch) -> None:
+        for col in schema.columns:
+            if col.type in ("string", "char", "json"):
+                arr = batch.column(col.name)
+                if pc.any(pc.match_substring(arr, "\x00")).as_py():
+                    raise LossyConversion(f"column {col.name!r} holds a NUL character, which PostgreSQL text cannot store")
+
+    def write_batch(self, schema: TableSchema, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        self.check_values(schema, batch)
+        buf = io.BytesIO()
+        pacsv.write_csv(_csv_ready(batch), buf, pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
+        copy = f"COPY {self.q(schema.name)} ({self.columns_sql(schema)}) FROM STDIN (FORMAT csv)"
+        with self.errors(f"loading {schema.name}"), self.conn.cursor().copy(copy) as cp:
+            cp.write(buf.getbuffer())
+
+
+def _csv_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """PostgreSQL's CSV wants bytea as \\x-hex text; everything else Arrow writes as PostgreSQL reads it."""
+    arrays = []
+    for arr in batch.columns:
+        if pa.types.is_binary(arr.type):
+            arr = pa.array([None if v is None else "\\x" + v.hex() for v in arr.to_pylist()], pa.string())
+        arrays.append(arr)
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def _conninfo_quote(value: str) -> str:
+    return "'" + re.sub(r"(['\\])", r"\\\1", value) + "'"

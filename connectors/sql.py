@@ -1,0 +1,120 @@
+"""Generic SQL shared by the engines that speak it; each engine module overrides what differs."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import pyarrow as pa
+
+from connectors.base import KeyRange, RowFilter, TableSchema
+
+
+class SqlConnector:
+    engine = "sql"
+    json_verbatim = True
+    quote_char = '"'
+    param = "%s"
+
+    # --- to implement per engine ------------------------------------------------
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        raise NotImplementedError
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def transaction(self, statements: Sequence[str]) -> None:
+        raise NotImplementedError
+
+    # --- shared -------------------------------------------------------------------
+    def q(self, name: str) -> str:
+        c = self.quote_char
+        return c + name.replace(c, c + c) + c
+
+    def columns_sql(self, schema: TableSchema) -> str:
+        return ", ".join(self.q(c) for c in schema.column_names)
+
+    def range_sql(self, where: KeyRange) -> tuple[str, list]:
+        if where.key is None:
+            return "1=1", []
+        parts, params = [], []
+        if where.lo is not None:
+            parts.append(f"{self.q(where.key)} >= {self.param}")
+            params.append(where.lo)
+        if where.hi is not None:
+            parts.append(f"{self.q(where.key)} <= {self.param}")
+            params.append(where.hi)
+        return (" AND ".join(parts) or "1=1"), params
+
+    def filter_sql(self, where: RowFilter) -> tuple[str, list]:
+        sql, params = self.range_sql(where.range)
+        if where.watermark:
+            wm = self.q(where.watermark)
+            if where.after is not None:
+                sql += f" AND {wm} > {self.param}"
+                params.append(self.watermark_param(where.after))
+            if where.upto is not None:
+                sql += f" AND {wm} <= {self.param}"
+                params.append(self.watermark_param(where.upto))
+        return sql, params
+
+    def watermark_param(self, value):
+        return value
+
+    def key_bounds(self, table: str, key: str) -> tuple[int | None, int | None, int]:
+        k = self.q(key)
+        lo, hi, n = self.query(f"SELECT min({k}), max({k}), count(*) FROM {self.q(table)}")[0]
+        return (None if lo is None else int(lo)), (None if hi is None else int(hi)), int(n)
+
+    def max_value(self, table: str, column: str):
+        return self.query(f"SELECT max({self.q(column)}) FROM {self.q(table)}")[0][0]
+
+    def count_rows(self, table: str, where: KeyRange = KeyRange()) -> int:
+        cond, params = self.range_sql(where)
+        return int(self.query(f"SELECT count(*) FROM {self.q(table)} WHERE {cond}", params)[0][0])
+
+    def read_keys(self, table: str, key: str) -> pa.Array:
+        rows = self.query(f"SELECT {self.q(key)} FROM {self.q(table)}")
+        return pa.array([r[0] for r in rows])
+
+    def drop_table(self, table: str) -> None:
+        self.execute(f"DROP TABLE IF EXISTS {self.q(table)}")
+
+    def delete_range(self, table: str, where: KeyRange) -> None:
+        if self.count_rows(table, where):
+            cond, params = self.range_sql(where)
+            self.execute(f"DELETE FROM {self.q(table)} WHERE {cond}", params)
+
+    def create_table(self, schema: TableSchema) -> None:
+        cols = [f"{self.q(c.name)} {self.column_ddl(c)}{'' if c.nullable else ' NOT NULL'}" for c in schema.columns]
+        if schema.primary_key:
+            cols.append(f"PRIMARY KEY ({', '.join(self.q(k) for k in schema.primary_key)})")
+        self.execute(f"CREATE TABLE {self.q(schema.name)} ({', '.join(cols)})")
+
+    def swap_in(self, staging: str, target: str, backup: str | None) -> None:
+        """Make `staging` the table called `target`; the old target (if any) becomes `backup`. Atomic."""
+        statements = []
+        if backup:
+            statements.append(f"ALTER TABLE {self.q(target)} RENAME TO {self.q(backup)}")
+        statements.append(f"ALTER TABLE {self.q(staging)} RENAME TO {self.q(target)}")
+        self.transaction(statements)
+
+    def upsert_statements(self, target: str, staging: str, backup: str, key: str, deleted: str | None) -> list[str]:
+        t, s, b, k = self.q(target), self.q(staging), self.q(backup), self.q(key)
+        touched = f"SELECT {k} FROM {s}" + (f" UNION ALL SELECT {k} FROM {self.q(deleted)}" if deleted else "")
+        return [
+            f"INSERT INTO {b} SELECT * FROM {t} WHERE {k} IN ({touched})",
+            f"DELETE FROM {t} WHERE {k} IN ({touched})",
+            f"INSERT INTO {t} SELECT * FROM {s}",
+        ]
+
+    def apply_upsert(self, target: str, staging: str, backup: str, key: str, deleted: str | None) -> None:
+        """Replace rows of `target` by those of `staging`, drop `deleted` keys; prior rows go to `backup`."""
+        self.create_table_like(target, backup)
+        self.transaction(self.upsert_statements(target, staging, backup, key, deleted))
+
+    def undo_upsert(self, target: str, staging: str, backup: str, key: str) -> None:
+        """Return `target` to its state before `apply_upsert`."""
+        t, s, b, k = self.q(target), self.q(staging), self.q(backup), self.q(key)
+        self.transaction([
+            f"DELETE FROM {t} WHERE {k} IN (SELECT {k} FROM {s} UNION ALL SELECT {k} FROM {b})",
+            f"INSERT INTO {t} SELECT * FROM {b}",
+        ])

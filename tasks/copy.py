@@ -1,0 +1,79 @@
+"""extract + load for one chunk: stream Arrow batches from the source into the staging table.
+
+Reading runs in a thread one or two batches ahead of writing, so the source and the
+destination work at the same time while memory stays bounded by the queue.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from connectors.base import KeyRange
+from connectors.canonical import Checksum, conform, for_checksum
+from tasks.connections import using
+from tasks.plan import TablePlan
+from tasks.retry import RETRY_POLICY
+
+BATCH_ROWS = 65536
+_DONE = object()
+
+
+@dataclass
+class ChunkResult:
+    table: str
+    chunk: KeyRange
+    rows: int
+    bytes: int
+    seconds: float
+    checksum: Checksum
+
+
+@task(name="extract-load", cache_policy=NO_CACHE, task_run_name="copy {plan.table} {chunk.lo}..{chunk.hi}", **RETRY_POLICY)
+def copy_chunk(source_ref: str, dest_ref: str, plan: TablePlan, chunk: KeyRange, json_canonical: bool) -> ChunkResult:
+    started = time.perf_counter()
+    with using(source_ref, dest_ref) as (source, dest):
+        dest.delete_range(plan.staging, chunk)  # idempotent: a retried chunk starts from a clean range
+        checksum, nbytes = Checksum(), 0
+        for batch in _prefetch(source.read_batches(plan.source_schema, plan.row_filter(chunk), BATCH_ROWS)):
+            batch = conform(batch, plan.dest_schema) if plan.casts else batch
+            dest.write_batch(plan.dest_schema, batch)
+            checksum.add(for_checksum(batch, plan.dest_schema, json_canonical))
+            nbytes += batch.nbytes
+    return ChunkResult(plan.table, chunk, checksum.rows, nbytes, time.perf_counter() - started, checksum)
+
+
+def _prefetch(batches, depth: int = 2):
+    """Iterate `batches` in a background thread, at most `depth` batches ahead."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for b in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(b, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, daemon=True, name="extract")
+    thread.start()
+    try:
+        while (item := q.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=30)

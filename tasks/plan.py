@@ -1,0 +1,96 @@
+"""Planning: what each table becomes in the destination, which casts apply, how it is chunked.
+
+Everything here runs before a single row is written, so type problems stop the run
+with the destination untouched.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from connectors.base import (
+    Column, Connector, KeyRange, LossyConversion, MigrationError, RowFilter, TableSchema,
+)
+
+# name -> (does it apply to this column, what the column becomes)
+LOSSY_CASTS = {
+    "decimal_as_text": (lambda c: c.type == "decimal", lambda c: Column(c.name, "string", c.nullable)),
+    "uint64_as_decimal": (lambda c: c.type == "uint64", lambda c: Column(c.name, "decimal", c.nullable, 20, 0)),
+    "float_as_text": (lambda c: c.type in ("float32", "float64"), lambda c: Column(c.name, "string", c.nullable)),
+}
+
+
+@dataclass
+class TablePlan:
+    table: str  # source table
+    target: str  # destination table
+    source_schema: TableSchema
+    dest_schema: TableSchema  # named after the staging table
+    staging: str
+    backup: str | None  # where the replaced target goes (full) or prior rows go (incremental)
+    mode: str
+    target_existed: bool
+    chunks: list[KeyRange] = field(default_factory=list)
+    watermark: str | None = None
+    watermark_after: object | None = None
+    watermark_upto: object | None = None
+    casts: dict[str, str] = field(default_factory=dict)  # column -> cast applied
+
+    def row_filter(self, chunk: KeyRange) -> RowFilter:
+        return RowFilter(chunk, self.watermark, self.watermark_after, self.watermark_upto)
+
+
+def work_table_name(table: str, role: str, run_id: str) -> str:
+    """staging/backup names: recognisable, unique per run, within every engine's 63-char limit."""
+    suffix = f"__{role}_{run_id.replace('-', '')[:8]}"
+    return table[: 63 - len(suffix)] + suffix
+
+
+def destination_schema(schema: TableSchema, dest: Connector, casts: list[str]) -> tuple[TableSchema, dict[str, str]]:
+    """The source schema as the destination will hold it; raises LossyConversion naming the column."""
+    unknown = set(casts) - set(LOSSY_CASTS)
+    if unknown:
+        raise MigrationError(f"unknown lossy cast(s) {sorted(unknown)}; available: {sorted(LOSSY_CASTS)}")
+    columns, applied = [], {}
+    for col in schema.columns:
+        try:
+            dest.column_ddl(col)
+        except LossyConversion as exc:
+            col, name = _cast(col, casts, exc)
+            applied[col.name] = name
+            dest.column_ddl(col)
+        columns.append(col)
+    return replace(schema, columns=tuple(columns)), applied
+
+
+def _cast(col: Column, casts: list[str], exc: LossyConversion) -> tuple[Column, str]:
+    for name in casts:
+        applies, becomes = LOSSY_CASTS[name]
+        if applies(col):
+            return becomes(col), name
+    raise LossyConversion(f"{exc} (table column {col.name!r}, {col.describe()})") from None
+
+
+def check_compatible(source: TableSchema, existing: TableSchema, target: str) -> None:
+    """An existing destination table is reused only when it has exactly the source's columns."""
+    want, have = source.column_names, existing.column_names
+    if sorted(want) != sorted(have):
+        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+        raise MigrationError(
+            f"destination table {target!r} exists with different columns (missing {missing}, extra {extra}); "
+            f"drop or rename it, or migrate into another table name")
+
+
+def key_chunks(conn: Connector, schema: TableSchema, chunk_rows: int) -> list[KeyRange]:
+    key = schema.integer_key
+    if key is None:
+        return [KeyRange()]
+    lo, hi, count = conn.key_bounds(schema.name, key)
+    if count == 0:
+        return [KeyRange()]
+    n = max(1, math.ceil(count / chunk_rows))
+    step = max(1, math.ceil((hi - lo + 1) / n))
+    starts = list(range(lo, hi + 1, step))
+    # the first and last chunks are open-ended so rows outside today's bounds are not missed
+    return [KeyRange(key, None if i == 0 else b, None if i == len(starts) - 1 else b + step - 1)
+            for i, b in enumerate(starts)]

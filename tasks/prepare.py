@@ -1,0 +1,92 @@
+"""connect-test and planning: both endpoints answer, the tables exist, every column has a home."""
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from connectors.base import MigrationError, TableNotFound
+from tasks import state
+from tasks.connections import using
+from tasks.plan import TablePlan, check_compatible, destination_schema, key_chunks, work_table_name
+from tasks.retry import RETRY_POLICY
+
+
+@task(name="connect-test", cache_policy=NO_CACHE, **RETRY_POLICY)
+def connect_test(source_ref: str, dest_ref: str, tables: list[str] | None) -> list[str]:
+    """Both endpoints reachable with enough privileges; returns the source tables to migrate."""
+    with using(source_ref) as (source,):
+        source.check_access(write=False)
+        available = [t for t in source.list_tables() if t != state.LEDGER]
+    with using(dest_ref) as (dest,):
+        dest.check_access(write=True)
+    if not tables:
+        if not available:
+            raise MigrationError(f"{source_ref}: no tables to migrate")
+        return available
+    missing = [t for t in tables if t not in available]
+    if missing:
+        raise TableNotFound(f"{source_ref}: table(s) {', '.join(map(repr, missing))} not found; "
+                            f"available: {', '.join(available[:20]) or '(none)'}")
+    return list(tables)
+
+
+@task(name="plan", cache_policy=NO_CACHE, **RETRY_POLICY)
+def plan_table(source_ref: str, dest_ref: str, table: str, target: str, run_id: str, mode: str,
+               watermark: str | None, casts: list[str], chunk_rows: int) -> TablePlan:
+    with using(source_ref, dest_ref) as (source, dest):
+        schema = source.describe(table)
+        dest_schema, applied = destination_schema(schema, dest, casts)
+        existed = dest.table_exists(target)
+        if existed:
+            check_compatible(schema, dest.describe(target), target)
+        plan = TablePlan(
+            table=table, target=target, source_schema=schema, staging=work_table_name(target, "stage", run_id),
+            dest_schema=dest_schema, backup=work_table_name(target, "backup", run_id), mode=mode,
+            target_existed=existed, casts=applied, watermark=watermark)
+        plan.dest_schema = plan.dest_schema.renamed(plan.staging)
+        if watermark:
+            _check_watermark(schema, watermark, table)
+            plan.watermark_upto = source.max_value(table, watermark)
+            if mode == "incremental" and existed:
+                plan.watermark_after = state.last_watermark(dest, target, watermark)
+        if mode == "incremental" and existed and not schema.primary_key:
+            raise MigrationError(f"table {table!r} has no primary key; incremental mode upserts by primary key")
+        plan.chunks = key_chunks(source, schema, chunk_rows)
+        return plan
+
+
+def _check_watermark(schema, watermark: str, table: str) -> None:
+    if watermark not in schema.column_names:
+        raise MigrationError(f"table {table!r} has no watermark column {watermark!r}; columns: {', '.join(schema.column_names)}")
+
+
+@task(name="create-staging", cache_policy=NO_CACHE, **RETRY_POLICY)
+def create_staging(dest_ref: str, plan: TablePlan) -> None:
+    with using(dest_ref) as (dest,):
+        dest.drop_table(plan.staging)
+        if plan.target_existed:
+            dest.create_table_like(plan.target, plan.staging)
+        else:
+            dest.create_table(plan.dest_schema)
+
+
+@task(name="find-deleted", cache_policy=NO_CACHE, **RETRY_POLICY)
+def find_deleted(source_ref: str, dest_ref: str, plan: TablePlan, run_id: str) -> tuple[str | None, int]:
+    """Keys present in the destination but gone from the source, written to a work table."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from connectors.base import Column, TableSchema
+    key = plan.source_schema.primary_key[0]
+    with using(source_ref, dest_ref) as (source, dest):
+        gone = pc.filter(dest.read_keys(plan.target, key),
+                         pc.invert(pc.is_in(dest.read_keys(plan.target, key), value_set=source.read_keys(plan.table, key))))
+        if not len(gone):
+            return None, 0
+        name = work_table_name(plan.target, "deleted", run_id)
+        key_col = plan.dest_schema.column(key)
+        schema = TableSchema(name, (Column(key, key_col.type, False, key_col.precision, key_col.scale, key_col.length),), (key,))
+        dest.drop_table(name)
+        dest.create_table(schema)
+        from connectors.canonical import arrow_schema
+        dest.write_batch(schema, pa.RecordBatch.from_arrays([gone.cast(arrow_schema(schema).field(0).type)], schema=arrow_schema(schema)))
+        return name, len(gone)

@@ -1,0 +1,81 @@
+"""The run ledger: one small table in each destination recording what every run changed.
+
+It is what makes a finished run reversible (which backup or staging table holds the
+prior rows) and where incremental runs keep their committed watermark, next to the data.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+import pyarrow as pa
+
+from connectors.base import Column, Connector, RowFilter, TableSchema
+
+LEDGER = "_migration_assistant_runs"
+LEDGER_SCHEMA = TableSchema(LEDGER, (
+    Column("run_id", "string", False), Column("table_name", "string", False), Column("mode", "string", False),
+    Column("target_existed", "bool"), Column("backup", "string"), Column("staging", "string"),
+    Column("deleted", "string"), Column("key_column", "string"), Column("watermark_column", "string"),
+    Column("watermark", "string"), Column("status", "string", False), Column("recorded_at", "timestamptz", False),
+))
+
+
+def ensure(conn: Connector) -> None:
+    if not conn.table_exists(LEDGER):
+        conn.create_table(LEDGER_SCHEMA)
+
+
+def record(conn: Connector, **fields) -> None:
+    ensure(conn)
+    fields.setdefault("recorded_at", dt.datetime.now(dt.timezone.utc))
+    row = {c.name: fields.get(c.name) for c in LEDGER_SCHEMA.columns}
+    conn.write_batch(LEDGER_SCHEMA, pa.RecordBatch.from_pylist([row], schema=_arrow_schema()))
+
+
+def records(conn: Connector, run_id: str | None = None) -> list[dict]:
+    if not conn.table_exists(LEDGER):
+        return []
+    rows = [r for b in conn.read_batches(LEDGER_SCHEMA, RowFilter()) for r in b.to_pylist()]
+    rows.sort(key=lambda r: r["recorded_at"])
+    return [r for r in rows if run_id is None or r["run_id"] == run_id]
+
+
+def published(conn: Connector, run_id: str) -> list[dict]:
+    """Tables a run published and has not rolled back, in the order they were published."""
+    rows = records(conn, run_id)
+    undone = {r["table_name"] for r in rows if r["status"] == "rolled_back"}
+    return [r for r in rows if r["status"] == "published" and r["table_name"] not in undone]
+
+
+def last_watermark(conn: Connector, table: str, column: str):
+    rows = records(conn)
+    undone = {(r["run_id"], r["table_name"]) for r in rows if r["status"] == "rolled_back"}
+    for r in reversed(rows):
+        if (r["table_name"] == table and r["status"] == "published" and r["watermark_column"] == column
+                and r["watermark"] is not None and (r["run_id"], table) not in undone):
+            return decode_watermark(r["watermark"])
+    return None
+
+
+def encode_watermark(value) -> str | None:
+    if value is None:
+        return None
+    kind = type(value).__name__
+    text = value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return json.dumps({"type": kind, "value": text})
+
+
+def decode_watermark(text: str):
+    data = json.loads(text)
+    kind, value = data["type"], data["value"]
+    return {
+        "datetime": dt.datetime.fromisoformat, "date": dt.date.fromisoformat, "int": int,
+        "Decimal": Decimal, "float": float,
+    }.get(kind, str)(value)
+
+
+def _arrow_schema() -> pa.Schema:
+    from connectors.canonical import arrow_schema
+    return arrow_schema(LEDGER_SCHEMA)
