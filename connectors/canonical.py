@@ -106,7 +106,7 @@ def _numeric_bits(arr: pa.Array) -> np.ndarray:
     return arr.cast(wide).fill_null(0).to_numpy(zero_copy_only=False).view(np.uint64)
 
 
-def _column_hashes(arr: pa.Array) -> np.ndarray:
+def column_hashes(arr: pa.Array) -> np.ndarray:
     t = arr.type
     if pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_temporal(t) or pa.types.is_floating(t):
         h = pd.util.hash_array(_numeric_bits(arr))
@@ -124,7 +124,7 @@ def row_hashes(batch: pa.RecordBatch) -> np.ndarray:
     acc = np.zeros(batch.num_rows, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for i, arr in enumerate(batch.columns):
-            acc = (acc * np.uint64(1099511628211) + np.uint64(i + 1)) ^ _column_hashes(arr)
+            acc = (acc * np.uint64(1099511628211) + np.uint64(i + 1)) ^ column_hashes(arr)
         return pd.util.hash_array(acc)
 
 
@@ -157,3 +157,8 @@ def for_checksum(batch: pa.RecordBatch, schema: TableSchema, json_canonical: boo
         return batch
     arrays = [canonical_json(a) if c.type == "json" else a for c, a in zip(schema.columns, batch.columns)]
     return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
+
+
+def has_negative_zero(arr: pa.Array) -> bool:
+    values = arr.cast(pa.float64()).fill_null(0).to_numpy(zero_copy_only=False)
+    return bool(np.any((values == 0) & np.signbit(values)))

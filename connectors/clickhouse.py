@@ -31,17 +31,25 @@ _DDL = {
 # Date32 and DateTime64 cover 1900-01-01 .. 2299-12-31
 _MIN_DAY, _MAX_DAY = -25567, 120529
 
-# chDB allows one session per process: every connector to the same path shares it.
-_EMBEDDED: dict[str, tuple[object, threading.RLock]] = {}
+# chDB runs one embedded engine per process, on one folder at a time: every connector to
+# that folder shares one client; asking for another folder closes the first.
+_EMBEDDED: dict[tuple[str, str], tuple[object, threading.RLock]] = {}
 _EMBEDDED_LOCK = threading.Lock()
 
 
-def _embedded_client(path: str):
+def _embedded_client(path: str, database: str):
     import clickhouse_connect
     with _EMBEDDED_LOCK:
-        if path not in _EMBEDDED:
-            _EMBEDDED[path] = (clickhouse_connect.get_client(dsn=f"chdb://{path}"), threading.RLock())
-        return _EMBEDDED[path]
+        if (path, database) not in _EMBEDDED:
+            for other in [k for k in _EMBEDDED if k[0] != path]:
+                client, lock = _EMBEDDED.pop(other)
+                with lock:
+                    client.close()
+            if database != "default":
+                clickhouse_connect.get_client(dsn=f"chdb://{path}").command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+            client = clickhouse_connect.get_client(dsn=f"chdb://{path}", database=database)
+            _EMBEDDED[(path, database)] = (client, threading.RLock())
+        return _EMBEDDED[(path, database)]
 
 
 class ClickHouseConnector(SqlConnector):
@@ -53,7 +61,7 @@ class ClickHouseConnector(SqlConnector):
         self.endpoint = endpoint
         with self.errors("connect"):
             if endpoint.path:
-                self.client, self.lock = _embedded_client(endpoint.path)
+                self.client, self.lock = _embedded_client(endpoint.path, endpoint.database or "default")
             else:
                 self.client = clickhouse_connect.get_client(
                     host=endpoint.host, port=endpoint.port, username=endpoint.user or "default",
@@ -109,13 +117,16 @@ class ClickHouseConnector(SqlConnector):
     def describe(self, table: str) -> TableSchema:
         if not self.table_exists(table):
             raise TableNotFound(f"{self.endpoint.label}: table {table!r} does not exist")
-        rows = self.query("SELECT name, type, is_in_primary_key FROM system.columns "
+        rows = self.query("SELECT name, type, is_in_primary_key, comment FROM system.columns "
                           "WHERE database = currentDatabase() AND table = %s ORDER BY position", [table])
-        cols = tuple(self._column(table, name, type_) for name, type_, _ in rows)
-        return TableSchema(table, cols, tuple(name for name, _, in_pk in rows if in_pk))
+        cols = tuple(self._column(table, name, type_, comment) for name, type_, _, comment in rows)
+        return TableSchema(table, cols, tuple(r[0] for r in rows if r[2]))
 
-    def _column(self, table: str, name: str, type_: str) -> Column:
+    def _column(self, table: str, name: str, type_: str, comment: str = "") -> Column:
         nullable = type_.startswith("Nullable(")
+        if m := re.fullmatch(r"ma:(binary|json|char|string)(?:\((\d+)\))?", comment or ""):
+            # String columns we created say in a comment what they hold
+            return Column(name, m.group(1), nullable, length=int(m.group(2)) if m.group(2) else None)
         inner = re.sub(r"^(?:Nullable|LowCardinality)\((.*)\)$", r"\1", type_)
         inner = re.sub(r"^(?:Nullable|LowCardinality)\((.*)\)$", r"\1", inner)
         if m := re.fullmatch(r"Decimal(?:\d+)?\((\d+),\s*(\d+)\)", inner):
@@ -139,11 +150,17 @@ class ClickHouseConnector(SqlConnector):
         return _DDL[col.type]
 
     def create_table(self, schema: TableSchema) -> None:
-        cols = ", ".join(
-            f"{self.q(c.name)} {self.column_ddl(c) if not c.nullable or c.name in schema.primary_key else f'Nullable({self.column_ddl(c)})'}"
-            for c in schema.columns)
+        cols = ", ".join(self._column_definition(c, schema) for c in schema.columns)
         order = ", ".join(self.q(k) for k in schema.primary_key) or ""
         self.execute(f"CREATE TABLE {self.q(schema.name)} ({cols}) ENGINE = MergeTree ORDER BY ({order})")
+
+    def _column_definition(self, col: Column, schema: TableSchema) -> str:
+        ddl = self.column_ddl(col)
+        if col.nullable and col.name not in schema.primary_key:
+            ddl = f"Nullable({ddl})"
+        if col.type in ("binary", "json", "char") or (col.type == "string" and col.length):
+            ddl += f" COMMENT 'ma:{col.describe()}'"  # String alone would read back as text
+        return f"{self.q(col.name)} {ddl}"
 
     def create_table_like(self, existing: str, new: str) -> None:
         self.execute(f"CREATE TABLE {self.q(new)} AS {self.q(existing)}")

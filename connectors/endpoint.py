@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import SecretStr
 
@@ -57,8 +57,9 @@ class Endpoint:
             raise MigrationError(
                 f"endpoint {label or scheme!r}: unknown scheme {scheme!r}; "
                 f"expected one of {', '.join(sorted(ENGINE_ALIASES))}")
-        if scheme == "chdb":  # chdb:///abs/dir, as clickhouse-connect spells it
-            return cls(engine=engine, path=unquote(url.split("://", 1)[1]), label=label)
+        if scheme == "chdb":  # chdb:///abs/dir[?database=name], as clickhouse-connect spells it
+            database = parse_qs(parts.query).get("database", [None])[0]
+            return cls(engine=engine, path=unquote(parts.path), database=database, label=label)
         if engine == "sqlite":  # sqlite:///relative.db or sqlite:////abs.db, as SQLAlchemy spells it
             return cls(engine=engine, path=unquote(url.split(":///", 1)[1]) if ":///" in url else ":memory:", label=label)
         return cls(

@@ -120,7 +120,7 @@ class MySQLConnector(SqlConnector):
             raise TableNotFound(f"{self.endpoint.label}: table {table!r} does not exist")
         rows = self.query(
             "SELECT column_name, data_type, column_type, is_nullable = 'YES', numeric_precision, numeric_scale, "
-            "character_maximum_length, column_key FROM information_schema.columns "
+            "character_maximum_length, column_comment FROM information_schema.columns "
             "WHERE table_schema = DATABASE() AND table_name = %s ORDER BY ordinal_position", [table])
         json_cols = {r[0] for r in self.query(
             "SELECT check_clause FROM information_schema.check_constraints WHERE constraint_schema = DATABASE() "
@@ -136,8 +136,10 @@ class MySQLConnector(SqlConnector):
         return "mariadb" in self.conn.get_server_info().lower()
 
     def _column(self, table, row, json_checks) -> Column:
-        name, data_type, column_type, nullable, precision, scale, length, _ = row
+        name, data_type, column_type, nullable, precision, scale, length, comment = row
         data_type, column_type = data_type.lower(), column_type.lower()
+        if comment in ("ma:timestamptz", "ma:uuid"):  # columns we created note what they hold
+            return Column(name, comment[3:], nullable)
         if any(f"json_valid(`{name.lower()}`)" in c for c in json_checks):
             return Column(name, "json", nullable)
         if column_type.startswith("tinyint(1)"):
@@ -170,6 +172,11 @@ class MySQLConnector(SqlConnector):
             return "UUID"
         return _DDL[col.type]
 
+    def column_note(self, col: Column) -> str:
+        if col.type == "timestamptz" or (col.type == "uuid" and not self._is_mariadb):
+            return f" COMMENT 'ma:{col.type}'"
+        return ""
+
     def create_table_like(self, existing: str, new: str) -> None:
         self.execute(f"CREATE TABLE {self.q(new)} LIKE {self.q(existing)}")
 
@@ -196,6 +203,8 @@ class MySQLConnector(SqlConnector):
     def _select_expr(self, col: Column) -> str:
         if col.type == "json":
             return f"CAST({self.q(col.name)} AS CHAR) AS {self.q(col.name)}"
+        if col.type == "float32":  # the text protocol rounds FLOAT to 6 digits; DOUBLE carries it exactly
+            return f"CAST({self.q(col.name)} AS DOUBLE) AS {self.q(col.name)}"
         return self.q(col.name)
 
     def check_values(self, schema: TableSchema, batch: pa.RecordBatch) -> None:

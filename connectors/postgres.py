@@ -39,6 +39,7 @@ _DDL = {
 
 class PostgresConnector(SqlConnector):
     engine = "postgres"
+    json_verbatim = False  # jsonb reorders keys and drops whitespace
 
     def __init__(self, endpoint: Endpoint):
         self.endpoint = endpoint

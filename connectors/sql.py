@@ -84,10 +84,15 @@ class SqlConnector:
             self.execute(f"DELETE FROM {self.q(table)} WHERE {cond}", params)
 
     def create_table(self, schema: TableSchema) -> None:
-        cols = [f"{self.q(c.name)} {self.column_ddl(c)}{'' if c.nullable else ' NOT NULL'}" for c in schema.columns]
+        cols = [f"{self.q(c.name)} {self.column_ddl(c)}{'' if c.nullable else ' NOT NULL'}{self.column_note(c)}"
+                for c in schema.columns]
         if schema.primary_key:
             cols.append(f"PRIMARY KEY ({', '.join(self.q(k) for k in schema.primary_key)})")
         self.execute(f"CREATE TABLE {self.q(schema.name)} ({', '.join(cols)})")
+
+    def column_note(self, col) -> str:
+        """DDL after a column's type that records a logical type the engine's own type loses."""
+        return ""
 
     def swap_in(self, staging: str, target: str, backup: str | None) -> None:
         """Make `staging` the table called `target`; the old target (if any) becomes `backup`. Atomic."""

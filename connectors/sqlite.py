@@ -13,7 +13,7 @@ from connectors.base import (
     Column, ConnectionFailed, LossyConversion, MigrationError, RowFilter, TableNotFound, TableSchema,
     TransientError, UnsupportedType,
 )
-from connectors.canonical import conform
+from connectors.canonical import conform, has_negative_zero
 from connectors.endpoint import Endpoint
 from connectors.sql import SqlConnector
 
@@ -110,10 +110,10 @@ class SQLiteConnector(SqlConnector):
         return TableSchema(table, cols, pk)
 
     def _column(self, table: str, name: str, declared: str, nullable: bool) -> Column:
-        m = re.fullmatch(r"\s*([A-Za-z ]+?)\s*(?:\((\d+)\s*(?:,\s*(\d+))?\))?\s*", declared or "")
+        m = re.fullmatch(r"\s*([A-Za-z_ ]+?)\s*(?:\((\d+)\s*(?:,\s*(\d+))?\))?\s*", declared or "")
         base = m.group(1).upper() if m else ""
         args = [int(a) for a in m.groups()[1:] if a] if m else []
-        if base in ("DECIMAL", "NUMERIC"):
+        if base in ("DECIMAL", "NUMERIC", "DECIMAL_TEXT"):
             return Column(name, "decimal", nullable, args[0] if args else None, args[1] if len(args) > 1 else 0)
         if base in ("VARCHAR", "CHARACTER VARYING", "NVARCHAR"):
             return Column(name, "string", nullable, length=args[0] if args else None)
@@ -126,7 +126,11 @@ class SQLiteConnector(SqlConnector):
 
     def column_ddl(self, col: Column) -> str:
         if col.type == "decimal":
-            return f"DECIMAL({col.precision},{col.scale or 0})" if col.precision else "TEXT"
+            if not col.precision:
+                return "TEXT"
+            # NUMERIC affinity keeps only 15 significant digits; a TEXT-affinity name keeps them all
+            kind = "DECIMAL" if col.precision <= 15 else "DECIMAL_TEXT"
+            return f"{kind}({col.precision},{col.scale or 0})"
         if col.type == "string":
             return f"VARCHAR({col.length})" if col.length else "TEXT"
         if col.type == "char":
@@ -152,11 +156,14 @@ class SQLiteConnector(SqlConnector):
                 yield conform(pa.RecordBatch.from_arrays(arrays, names=schema.column_names), schema)
 
     def check_values(self, schema: TableSchema, batch: pa.RecordBatch) -> None:
-        return None  # SQLite stores any value of the logical types exactly
+        for col in schema.columns:
+            if col.type in ("float32", "float64") and has_negative_zero(batch.column(col.name)):
+                raise LossyConversion(f"column {col.name!r} holds -0.0, which SQLite stores as 0")
 
     def write_batch(self, schema: TableSchema, batch: pa.RecordBatch) -> None:
         if not batch.num_rows:
             return
+        self.check_values(schema, batch)
         columns = [_python_values(batch.column(c.name)) for c in schema.columns]
         marks = ", ".join("?" * len(columns))
         with self.errors(f"loading {schema.name}"):

@@ -5,7 +5,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from connectors.base import Connector, RowFilter, TableSchema, VerificationFailed
-from connectors.canonical import Checksum, for_checksum, row_hashes
+from connectors.canonical import Checksum, column_hashes, for_checksum, row_hashes
 from tasks.connections import using
 from tasks.copy import BATCH_ROWS, ChunkResult
 from tasks.plan import TablePlan
@@ -53,8 +53,9 @@ def _keyed_hashes(conn: Connector, schema: TableSchema, where: RowFilter, as_sch
     for batch in conn.read_batches(schema, where, BATCH_ROWS):
         batch = for_checksum(conform(batch, as_schema), as_schema, json_canonical)
         hashes = row_hashes(batch)
-        if key:
-            out.update(zip(batch.column(key).to_pylist(), hashes.tolist()))
+        if key:  # per row: the hash of each column, so a report can name the columns that differ
+            per_column = zip(*(column_hashes(a).tolist() for a in batch.columns))
+            out.update(zip(batch.column(key).to_pylist(), per_column))
         else:  # no key: compare the multiset of row hashes
             for h in hashes.tolist():
                 out[h] = out.get(h, 0) + 1
@@ -67,7 +68,17 @@ def differing_keys(source: Connector, source_schema: TableSchema, source_where: 
     """Keys (or, without a key, row hashes) whose rows differ between the two sides."""
     a = _keyed_hashes(source, source_schema, source_where, as_schema, json_canonical)
     b = _keyed_hashes(dest, dest_schema, dest_where, as_schema, json_canonical)
-    return sorted((k for k in a.keys() | b.keys() if a.get(k) != b.get(k)), key=lambda k: (str(type(k)), k))
+    keys = sorted((k for k in a.keys() | b.keys() if a.get(k) != b.get(k)), key=lambda k: (str(type(k)), k))
+    return [_explain(k, a.get(k), b.get(k), as_schema) if as_schema.primary_key else k for k in keys]
+
+
+def _explain(key, left, right, schema: TableSchema) -> str:
+    if left is None:
+        return f"{key} (only in the destination)"
+    if right is None:
+        return f"{key} (missing from the destination)"
+    columns = [c.name for c, x, y in zip(schema.columns, left, right) if x != y]
+    return f"{key} (columns {', '.join(columns)})"
 
 
 def compare_tables(source: Connector, dest: Connector, table: str, dest_table: str | None = None,
