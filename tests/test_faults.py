@@ -1,0 +1,151 @@
+"""Faults: a killed connection is retried to an exact copy; a permanent fault leaves the destination as it was."""
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pymysql
+import pytest
+
+from connectors.base import LossyConversion, MigrationError
+from connectors.endpoint import Endpoint
+from flows.migrate_tables import migrate_tables
+from flows.rollback import rollback_migration
+from tasks.state import LEDGER
+from tasks.verify import compare_tables
+from connectors.base import Column, TableSchema
+from tests.conftest import make_endpoint
+from tests.helpers import create_table, list_tables, open_url
+
+
+def _pg_source(url: str, rows: int) -> None:
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE TABLE events (id bigint PRIMARY KEY, kind text, amount numeric(12,2), at timestamptz, "
+                  "payload jsonb)")
+        c.execute("INSERT INTO events SELECT g, 'kind ' || mod(g, 17), g / 7.0, timestamptz '2025-01-01' + g * interval '1 min', "
+                  "jsonb_build_object('n', g) FROM generate_series(1, %s) g", [rows])
+
+
+class Killer(threading.Thread):
+    """Kills the destination's loading connection the first time it sees one."""
+
+    def __init__(self, find_and_kill):
+        super().__init__(daemon=True)
+        self.find_and_kill, self.killed, self.stop = find_and_kill, 0, threading.Event()
+
+    def run(self):
+        while not self.stop.is_set() and not self.killed:
+            self.killed += self.find_and_kill()
+            time.sleep(0.005)
+
+
+def _kill_pg_copy(admin_url: str, dbname: str):
+    admin = psycopg.connect(admin_url, autocommit=True)
+
+    def kill() -> int:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND state = 'active' "
+            "AND query LIKE 'COPY%%FROM STDIN%%' AND pid <> pg_backend_pid()", [dbname]).fetchall()
+        return sum(1 for r in rows if r[0])
+    return kill
+
+
+def _kill_mysql_insert(url: str, dbname: str):
+    ep = Endpoint.from_url(url)
+    admin = pymysql.connect(host=ep.host, port=ep.port, user=ep.user, password=ep.secret(), autocommit=True)
+
+    def kill() -> int:
+        with admin.cursor() as cur:
+            cur.execute("SELECT id FROM information_schema.processlist WHERE db = %s AND info LIKE 'INSERT INTO%%'", [dbname])
+            ids = [r[0] for r in cur.fetchall()]
+            for i in ids:
+                cur.execute(f"KILL CONNECTION {int(i)}")
+        return len(ids)
+    return kill
+
+
+@pytest.mark.parametrize("dst", ["postgres", "mysql"])
+def test_killed_destination_connection_still_ends_in_exact_copy(request, postgres_db, dst):
+    source = postgres_db()
+    destination = request.getfixturevalue(f"{dst}_db")()
+    _pg_source(source, 300_000)
+    dbname = destination.rsplit("/", 1)[1]
+    killer = Killer(_kill_pg_copy(source, dbname) if dst == "postgres" else _kill_mysql_insert(destination, dbname))
+    killer.start()
+    try:
+        report = migrate_tables(source=source, destination=destination, tables=["events"], chunk_rows=50_000)
+    finally:
+        killer.stop.set()
+        killer.join()
+    assert killer.killed >= 1, "the test never caught a load in flight"
+    assert report["verdict"] == "verified" and report["rows"] == 300_000
+    assert compare_tables(open_url(source), open_url(destination), "events") == []
+
+
+READINGS = TableSchema("readings", (Column("id", "int64", False), Column("label", "string"), Column("value", "float64")), ("id",))
+
+
+def _readings(url: str, label: str, value: float) -> str:
+    rows = [{"id": i, "label": f"r{i}", "value": i * 0.5} for i in range(1, 2001)]
+    rows[1499].update(label=label, value=value)
+    create_table(url, READINGS, rows)
+    return url
+
+
+@pytest.mark.parametrize("src,dst,bad,message", [
+    ("sqlite", "mysql", ("x", float("inf")), "holds infinity or NaN"),
+    ("sqlite", "postgres", ("nul\x00char", 1.0), "NUL character"),
+    ("clickhouse", "sqlite", ("x", -0.0), "-0.0"),
+], ids=["inf-into-mysql", "nul-into-postgres", "negative-zero-into-sqlite"])
+def test_permanent_fault_leaves_destination_as_it_was(request, src, dst, bad, message):
+    source, destination = make_endpoint(request, src), make_endpoint(request, dst)
+    migrate_tables(source=_readings(source, "fine", 3.0), destination=destination, tables=["readings"], chunk_rows=500)
+    before = _snapshot(destination)
+
+    _readings(source, *bad)
+    with pytest.raises(LossyConversion, match=message):
+        migrate_tables(source=source, destination=destination, tables=["readings"], chunk_rows=500)
+
+    assert _snapshot(destination) == before
+
+
+def _snapshot(url: str) -> dict:
+    """Every table of the destination (but our ledger) with all its rows."""
+    conn = open_url(url)
+    try:
+        out = {}
+        for t in conn.list_tables():
+            if t != LEDGER:
+                out[t] = sorted(map(tuple, conn.query(f"SELECT * FROM {conn.q(t)}")))
+        return out
+    finally:
+        conn.close()
+
+
+def test_rollback_of_finished_full_run_restores_previous_table_exactly(postgres_db, clickhouse_url):
+    source = postgres_db()
+    _pg_source(source, 5000)
+    first = migrate_tables(source=source, destination=clickhouse_url, tables=["events"], chunk_rows=1000)
+    before = _snapshot(clickhouse_url)
+    with psycopg.connect(source, autocommit=True) as c:
+        c.execute("UPDATE events SET kind = 'rewritten' WHERE mod(id, 3) = 0")
+        c.execute("DELETE FROM events WHERE id > 4000")
+    second = migrate_tables(source=source, destination=clickhouse_url, tables=["events"], chunk_rows=1000)
+    assert _snapshot(clickhouse_url) != before
+
+    restored = rollback_migration(destination=clickhouse_url, run_id=second["run_id"])
+
+    assert restored == ["events"]
+    assert _snapshot(clickhouse_url) == before
+    with pytest.raises(MigrationError, match="nothing to roll back"):
+        rollback_migration(destination=clickhouse_url, run_id=second["run_id"])
+    assert first["run_id"] != second["run_id"]
+
+
+def test_rollback_of_first_run_removes_the_table_it_created(postgres_db):
+    source, destination = postgres_db(), postgres_db()
+    _pg_source(source, 100)
+    run = migrate_tables(source=source, destination=destination, tables=["events"])
+    rollback_migration(destination=destination, run_id=run["run_id"])
+    assert [t for t in list_tables(destination) if t != LEDGER] == []
