@@ -109,8 +109,12 @@ class KeyRange:
     hi: int | None = None
 
     def label(self) -> str:
-        if self.key is None:
+        if self.key is None or (self.lo is None and self.hi is None):
             return "all rows"
+        if self.lo is None:
+            return f"{self.key} <= {self.hi}"
+        if self.hi is None:
+            return f"{self.key} >= {self.lo}"
         return f"{self.key} in [{self.lo}, {self.hi}]"
 
 

@@ -1,0 +1,62 @@
+"""Verification finds a single changed value among a million rows and names the row and column."""
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from connectors.base import VerificationFailed
+from flows.migrate_tables import migrate_tables
+from tasks.state import LEDGER
+from tasks.verify import compare_tables
+from tests.helpers import list_tables, open_url
+
+ROWS = 1_000_000
+CORRUPTOR = """
+CREATE FUNCTION corrupt_one_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN IF NEW.id = 777777 THEN NEW.amount := NEW.amount + 0.01; END IF; RETURN NEW; END $$;
+CREATE FUNCTION attach_corruptor() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE TABLE' LOOP
+    IF r.object_identity LIKE '%__stage_%' THEN
+      EXECUTE format('CREATE TRIGGER corrupt BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION corrupt_one_row()',
+                     r.object_identity);
+    END IF;
+  END LOOP;
+END $$;
+CREATE EVENT TRIGGER corruptor ON ddl_command_end WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION attach_corruptor();
+"""
+
+
+@pytest.fixture
+def million_rows(postgres_db):
+    url = postgres_db()
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE TABLE sales (id bigint PRIMARY KEY, region text, amount numeric(12,2), at timestamptz)")
+        c.execute("INSERT INTO sales SELECT g, 'region ' || mod(g, 50), mod(g, 100000) / 100.0, "
+                  "timestamptz '2024-01-01' + g * interval '1 second' FROM generate_series(1, %s) g", [ROWS])
+    return url
+
+
+def test_flow_verify_catches_one_changed_value_in_a_million_rows(million_rows, postgres_db):
+    destination = postgres_db()
+    with psycopg.connect(destination, autocommit=True) as c:
+        c.execute(CORRUPTOR)  # the destination silently alters one row as it is loaded
+
+    with pytest.raises(VerificationFailed, match=r"table sales: chunk id >= \d+ differs: .*id 777777 \(columns amount\)"):
+        migrate_tables(source=million_rows, destination=destination, tables=["sales"])
+
+    assert [t for t in list_tables(destination) if t != LEDGER] == []  # nothing published, staging dropped
+
+
+def test_compare_tables_names_the_changed_row(million_rows, clickhouse_url):
+    migrate_tables(source=million_rows, destination=clickhouse_url, tables=["sales"])
+    source, dest = open_url(million_rows), open_url(clickhouse_url)
+    assert compare_tables(source, dest, "sales") == []
+
+    with psycopg.connect(million_rows, autocommit=True) as c:
+        c.execute("UPDATE sales SET region = 'regioN 7' WHERE id = 424242")
+    problems = compare_tables(source, dest, "sales")
+
+    assert len(problems) == 1
+    assert "424242 (columns region)" in problems[0]
