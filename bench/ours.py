@@ -34,6 +34,7 @@ def _chdb_probe(folder: Path):
     cur = handle.cursor()
 
     def probe() -> float:
+        assert handle  # the cursor needs its connection alive
         cur.execute("SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'")
         return float(cur.fetchone()[0])
 

@@ -123,3 +123,18 @@ def make_endpoint(request, engine: str) -> str:
 
 def engine_pairs():
     return [pytest.param(s, d, id=f"{s}-to-{d}") for s in ENGINES for d in ENGINES]
+
+
+@pytest.fixture
+def mysql_user_with_password(mysql_db):
+    from connectors.endpoint import Endpoint
+    url = mysql_db()
+    ep = Endpoint.from_url(MYSQL_URL)
+    user, password = f"ma_{uuid.uuid4().hex[:8]}", f"Right-{uuid.uuid4().hex}"
+    admin = pymysql.connect(host=ep.host, port=ep.port, user=ep.user, password=ep.secret(), autocommit=True)
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
+        cur.execute(f"GRANT ALL ON `{url.rsplit('/', 1)[1]}`.* TO '{user}'@'%'")
+    yield url, user, password
+    with admin.cursor() as cur:
+        cur.execute(f"DROP USER '{user}'@'%'")

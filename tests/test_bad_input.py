@@ -40,21 +40,6 @@ def test_unreachable_host_names_the_endpoint(sqlite_url):
         migrate_tables(source="postgresql://postgres@127.0.0.1:1/nowhere", destination=sqlite_url)
 
 
-@pytest.fixture
-def mysql_user_with_password(mysql_db):
-    from connectors.endpoint import Endpoint
-    url = mysql_db()
-    ep = Endpoint.from_url(MYSQL_URL)
-    user, password = f"ma_{uuid.uuid4().hex[:8]}", f"Right-{uuid.uuid4().hex}"
-    admin = pymysql.connect(host=ep.host, port=ep.port, user=ep.user, password=ep.secret(), autocommit=True)
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
-        cur.execute(f"GRANT ALL ON `{url.rsplit('/', 1)[1]}`.* TO '{user}'@'%'")
-    yield url, user, password
-    with admin.cursor() as cur:
-        cur.execute(f"DROP USER '{user}'@'%'")
-
-
 def test_wrong_password_is_refused_without_echoing_it(mysql_user_with_password, sqlite_url, monkeypatch, caplog):
     url, user, _ = mysql_user_with_password
     wrong = f"Wrong-{uuid.uuid4().hex}"

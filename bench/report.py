@@ -1,0 +1,128 @@
+"""Summaries of the runs: medians, the printed tables, ratios to the anchors, and the JSON file."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from bench.measure import Measurement
+
+
+def aggregate(m: Measurement, runs: list[dict]) -> dict:
+    """Median wall time of the good runs (every run must be good), max peak RSS, medians of the rest."""
+    base = {"name": m.name, "pair": m.pair, "kind": m.kind, "title": m.title, "note": m.note, "runs": runs}
+    bad = [r for r in runs if r.get("status") != "ok"]
+    if bad or not runs:
+        first = bad[0] if bad else {"status": "skipped", "reason": "no run"}
+        return {**base, "status": first["status"], "reason": first.get("reason", "")}
+    out = {**base, "status": "ok", "repeat": len(runs)}
+    for key in runs[0]:
+        values = [r.get(key) for r in runs]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = max(values) if "rss" in key or "peak" in key else statistics.median(values)
+        else:
+            out[key] = values[0]
+    out["wall_s"] = statistics.median(r["wall_s"] for r in runs)
+    out["rows_per_s"] = out["rows"] / out["wall_s"] if out["wall_s"] else 0.0
+    return out
+
+
+def ratios(results: dict[str, dict]) -> list[dict]:
+    """Ours vs each anchor of the same pair: anchor rows/s over ours rows/s (>1: ours is slower)."""
+    out = []
+    for ours in (r for r in results.values() if r["kind"] == "ours" and r["status"] == "ok"):
+        for anchor in (r for r in results.values() if r["kind"] == "anchor" and r["pair"] == ours["pair"]):
+            entry = {"pair": ours["pair"], "ours": ours["name"], "anchor": anchor["name"],
+                     "anchor_title": anchor["title"], "status": anchor["status"]}
+            if anchor["status"] == "ok":
+                entry["ratio"] = anchor["rows_per_s"] / ours["rows_per_s"]
+            else:
+                entry["reason"] = anchor.get("reason", "")
+            out.append(entry)
+    return out
+
+
+def verify_overheads(results: dict[str, dict]) -> list[dict]:
+    out = []
+    for r in results.values():
+        if r["kind"] == "ours" and r["name"].endswith("_copy"):
+            v = results.get(r["name"][: -len("_copy")] + "_verify")
+            if r["status"] == "ok" and v and v["status"] == "ok":
+                out.append({"pair": r["pair"], "copy_s": r["wall_s"], "copy_verify_s": v["wall_s"],
+                            "overhead": (v["wall_s"] - r["wall_s"]) / r["wall_s"]})
+    return out
+
+
+def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+
+    def line(vals):
+        return "  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths))).rstrip()
+    return [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
+
+
+def render(results: dict[str, dict], meta: dict) -> str:
+    lines = [f"Benchmark: {meta['rows']:,} rows, median of {meta['repeat']} run(s) each; "
+             f"wall = the timed call only (Prefect server start-up and imports excluded)", ""]
+    rows, skipped = [], []
+    for r in results.values():
+        if r["kind"] == "overhead":
+            continue
+        if r["status"] != "ok":
+            skipped.append(f"  {r['name']} ({r['pair']}, {r['title']}): skipped: {r.get('reason') or r['status']}")
+            continue
+        note = r.get("note") or ""
+        if r.get("chdb_tracked_peak_mb") is not None:
+            note = (note + "; " if note else "") + f"chDB engine tracked peak {r['chdb_tracked_peak_mb']:.0f} MB (in-process)"
+        if r.get("server_rss_mb"):
+            note = (note + "; " if note else "") + f"+ Prefect server {r['server_rss_mb']:.0f} MB"
+        if r.get("rss_basis") == "tools":
+            note = (note + "; " if note else "") + "RSS = client tool processes"
+        rows.append([r["name"], r["pair"], f"{r['rows']:,}", f"{r['wall_s']:.2f}", f"{r['rows_per_s']:,.0f}",
+                     f"{r['peak_rss_mb']:.0f}", note])
+    lines += _table(["name", "pair", "rows", "wall s", "rows/s", "peak RSS MB", "notes"], rows, {2, 3, 4, 5})
+    if skipped:
+        lines += ["", "Not measured:"] + skipped
+
+    rat = ratios(results)
+    if rat:
+        lines += ["", "Ours vs anchors (anchor rows/s / ours rows/s; >1 means ours is slower):"]
+        table = []
+        for e in rat:
+            value = f"{e['ratio']:.2f}x" if e["status"] == "ok" else f"skipped: {e.get('reason', '')}"
+            table.append([e["pair"], e["ours"], e["anchor_title"], value])
+        lines += _table(["pair", "ours", "anchor", "ratio"], table, set())
+
+    vo = verify_overheads(results)
+    if vo:
+        lines += ["", "Verification overhead ((copy+verify - copy) / copy):"]
+        lines += _table(["pair", "copy s", "copy+verify s", "overhead"],
+                        [[v["pair"], f"{v['copy_s']:.2f}", f"{v['copy_verify_s']:.2f}", f"{100 * v['overhead']:+.0f}%"]
+                         for v in vo], {1, 2, 3})
+
+    ov = results.get("prefect_overhead")
+    if ov:
+        lines += ["", "Prefect overhead per chunk task:"]
+        if ov["status"] != "ok":
+            lines.append(f"  skipped: {ov.get('reason') or ov['status']}")
+        else:
+            n = ov["chunks"]
+            lines += [
+                f"  trivial @task, submit().result() {n} times in a flow, minus an empty flow: "
+                f"{ov['noop_task_ms']:.1f} ms per task",
+                f"  our flow PG->PG, bench_tiny as {n} chunks of 10 rows vs 1 chunk (parallel=1): marginal wall "
+                f"per chunk {ov['copy_marginal_ms_per_chunk']:.1f} ms, of which data work (task body called "
+                f"directly) {ov['copy_data_ms_per_chunk']:.1f} ms -> Prefect {ov['copy_prefect_ms_per_chunk']:.1f} ms per chunk",
+                f"  the same with verify=True (2 tasks per chunk): marginal {ov['copy_verify_marginal_ms_per_chunk']:.1f} ms, "
+                f"data {ov['copy_verify_data_ms_per_chunk']:.1f} ms -> Prefect {ov['copy_verify_prefect_ms_per_chunk']:.1f} ms per chunk",
+            ]
+    lines += ["", "Peak RSS: max over runs; 'self' = the measuring process (for our flow it includes imports, "
+              "the warm-up and, for PG->CH, the embedded chDB engine); database servers not counted."]
+    return "\n".join(lines)
+
+
+def write_json(path: Path, results: dict[str, dict], meta: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": meta, "measurements": results, "ratios": ratios(results),
+               "verify_overhead": verify_overheads(results), "prefect_overhead": results.get("prefect_overhead")}
+    path.write_text(json.dumps(payload, indent=2, default=str))

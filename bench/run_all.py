@@ -1,0 +1,150 @@
+"""`make bench`: build the data, run every measurement --repeat times (each in its own process), report.
+
+    python -m bench.run_all [--rows N] [--repeat N] [--only a,b] [--skip-anchors] [--rebuild]
+
+Prints the results table and writes bench/results/latest.json; each run's output goes to
+bench/results/logs/NAME-RUN.log.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from importlib import metadata
+
+from bench import config as C
+from bench import report, sources
+from bench.measure import Measurement, registry
+
+ORDER = [  # grouped by pair: ours first, then its anchors
+    "ours_pg_pg_copy", "ours_pg_pg_verify", "psql_pipe", "sling_pg_pg", "dlt_pg_pg", "pandas_pg_pg",
+    "ours_pg_ch_copy", "ours_pg_ch_verify", "chdb_postgresql",
+    "ours_mysql_pg_copy", "ours_mysql_pg_verify", "pgloader", "mariadb_pipe", "sling_mysql_pg",
+    "prefect_overhead",
+]
+RUN_TIMEOUT_S = 3600
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000, help="rows in bench_rows (default 1,000,000)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is reported (default 3)")
+    ap.add_argument("--only", default="", help=f"comma list of measurements: {', '.join(ORDER)}")
+    ap.add_argument("--skip-anchors", action="store_true", help="run only our flow and the Prefect overhead")
+    ap.add_argument("--rebuild", action="store_true", help="rebuild the source tables even if they match")
+    args = ap.parse_args(argv)
+    if args.rows < 2 * C.TINY_ROWS or args.repeat < 1:
+        ap.error(f"--rows must be at least {2 * C.TINY_ROWS} and --repeat at least 1")
+    return args
+
+
+def select(args) -> list[Measurement]:
+    known = registry()
+    names = [n for n in ORDER if n in known]
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            sys.exit(f"unknown measurement(s): {', '.join(unknown)}; known: {', '.join(names)}")
+        names = [n for n in names if n in wanted]
+    if args.skip_anchors:
+        names = [n for n in names if known[n].kind != "anchor"]
+    return [known[n] for n in names]
+
+
+def run_once(m: Measurement, rows: int, run: int) -> dict:
+    """One run of `m` in a fresh process, against a fresh destination database and work folder."""
+    sources.reset_pg_destination()
+    workdir = C.STATE / "runs" / f"{m.name}-{run}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    out = C.RESULTS / "runs" / f"{m.name}-{run}.json"
+    log = C.RESULTS / "logs" / f"{m.name}-{run}.log"
+    for p in (out, log):
+        p.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "bench.measure", m.name, "--rows", str(rows), "--workdir", str(workdir),
+           "--run", str(run), "--out", str(out)]
+    with open(log, "w") as logf:
+        proc = subprocess.Popen(cmd, cwd=C.ROOT, env=C.tool_env(), stdout=logf, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # its own group: on a time-out we end it and its children
+        try:
+            proc.wait(timeout=RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return {"status": "failed", "reason": f"timed out after {RUN_TIMEOUT_S} s (log: {log})"}
+    shutil.rmtree(workdir, ignore_errors=True)
+    if not out.exists():
+        return {"status": "failed", "reason": f"the run exited {proc.returncode} without a result (log: {log})"}
+    return json.loads(out.read_text())
+
+
+def describe_run(result: dict) -> str:
+    if result["status"] != "ok":
+        return f"{result['status']}: {result.get('reason', '')}"
+    return (f"{result['wall_s']:.2f} s, {result['rows'] / result['wall_s']:,.0f} rows/s, "
+            f"peak RSS {result['peak_rss_mb']:.0f} MB")
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version(), "machine": f"{os.cpu_count()} cores, {platform.machine()}"}
+    for pkg in ("prefect", "pyarrow", "adbc-driver-postgresql", "psycopg", "pymysql", "chdb-core",
+                "clickhouse-connect", "dlt", "sling-linux-amd64", "pandas", "sqlalchemy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    for tool, flag in (("psql", "--version"), ("mariadb", "--version"), ("pgloader", "--version")):
+        if shutil.which(tool):
+            text = subprocess.run([tool, flag], capture_output=True, text=True).stdout.strip().splitlines()
+            out[tool] = text[0] if text else "?"
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv if argv is not None else sys.argv[1:])
+    for key, value in C.tool_env().items():  # the Makefile sets these; so does a direct run
+        os.environ.setdefault(key, value)
+    chosen = select(args)
+    started = time.perf_counter()
+    print(f"bench: {len(chosen)} measurement(s), {args.rows:,} rows, repeat {args.repeat}", flush=True)
+    sources.build(args.rows, rebuild=args.rebuild, need_mariadb=any(m.needs_mariadb for m in chosen))
+    shutil.rmtree(C.STATE / "runs", ignore_errors=True)
+
+    results: dict[str, dict] = {}
+    for m in chosen:
+        reason = m.available()
+        if reason:
+            print(f"{m.name}: skipped: {reason}", flush=True)
+            results[m.name] = report.aggregate(m, [{"status": "skipped", "reason": reason}])
+            continue
+        runs = []
+        for run in range(1, args.repeat + 1):
+            result = run_once(m, args.rows, run)
+            print(f"{m.name} run {run}/{args.repeat}: {describe_run(result)}", flush=True)
+            runs.append(result)
+            if result["status"] != "ok":
+                break  # a failing measurement is reported once, not retried
+        results[m.name] = report.aggregate(m, runs)
+
+    meta = {"rows": args.rows, "repeat": args.repeat, "only": args.only, "skip_anchors": args.skip_anchors,
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "total_s": round(time.perf_counter() - started, 1), "versions": versions()}
+    print()
+    print(report.render(results, meta))
+    path = C.RESULTS / "latest.json"
+    report.write_json(path, results, meta)
+    print(f"\nwritten: {path.relative_to(C.ROOT)} (total {meta['total_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
