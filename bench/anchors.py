@@ -133,6 +133,8 @@ def _sling(source_url: str):
             stream = f"{C.SRC_DB}.{C.TABLE}"
         cmd = [_sling_bin(), "run", "--src-conn", "BENCH_SRC", "--src-stream", stream,
                "--tgt-conn", "BENCH_DST", "--tgt-object", f"public.{C.TABLE}", "--mode", "truncate"]
+        if not source_url.startswith("postgresql"):
+            cmd += ["--columns", '{"active": "bool"}']  # sling reads tinyint(1) as smallint
         with open(ctx.workdir / "sling.log", "w") as log:
             result = run_tool(cmd, env=env, log=log)
         check_landed(_landed_pg(), expected, "sling")
@@ -152,6 +154,9 @@ def _dlt_available() -> str | None:
 def dlt_pg_pg(ctx: Context) -> dict:
     import os
     os.environ.update({"DLT_DATA_DIR": str(ctx.workdir / "dlt"), "RUNTIME__DLTHUB_TELEMETRY": "false",
+                       # dlt insists on a password; the local server's trust auth ignores it
+                       "DESTINATION__POSTGRES__CREDENTIALS__PASSWORD": "unused",
+                       "SOURCES__SQL_DATABASE__CREDENTIALS__PASSWORD": "unused",
                        # the source table is read in 100k-row Arrow batches, loaded as CSV via COPY
                        "DATA_WRITER__BUFFER_MAX_ITEMS": "100000", "DATA_WRITER__FILE_MAX_ITEMS": "250000",
                        "LOAD__WORKERS": "4", "NORMALIZE__WORKERS": "1"})
@@ -169,8 +174,10 @@ def dlt_pg_pg(ctx: Context) -> dict:
         wall = time.perf_counter() - started
     info.raise_on_failed_jobs()
     check_landed(_landed_pg(C.TABLE, "dlt_bench"), expected, "dlt")
+    steps = {st.step: round((st.finished_at - st.started_at).total_seconds(), 2)
+             for st in pipeline.last_trace.steps if st.finished_at and st.started_at}
     return {"rows": ctx.rows, "wall_s": wall, "peak_rss_mb": self_maxrss_mb(), "rss_basis": "self",
-            "sampled_peak_self_mb": mb(s.peak_self), "subprocess_peak_mb": mb(s.peak_children)}
+            "sampled_peak_self_mb": mb(s.peak_self), "subprocess_peak_mb": mb(s.peak_children), "steps_s": steps}
 
 
 # --- (6) pandas read_sql / to_sql, PG->PG ----------------------------------------------------

@@ -160,7 +160,7 @@ def child_main(argv: list[str]) -> int:
         result = {"status": "skipped", "reason": str(exc)}
     except BaseException as exc:  # reported, never turned into a number
         traceback.print_exc()
-        result = {"status": "failed", "reason": f"{type(exc).__name__}: {str(exc).strip()[-800:]}"}
+        result = {"status": "failed", "reason": f"{type(exc).__name__}: {str(exc).strip()[:600]}"}
     result.setdefault("self_maxrss_mb", self_maxrss_mb())
     args.out.write_text(json.dumps(result, indent=2, default=str))
     return 0

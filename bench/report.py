@@ -27,6 +27,13 @@ def aggregate(m: Measurement, runs: list[dict]) -> dict:
     return out
 
 
+def _why(r: dict) -> str:
+    """'skipped: reason' for a measurement that did not produce a number (first line of the reason)."""
+    reason = (r.get("reason") or "").strip().splitlines()
+    head = reason[0][:300] if reason else "no reason given"
+    return f"skipped: {head}" if r["status"] == "skipped" else f"skipped: it failed: {head}"
+
+
 def ratios(results: dict[str, dict]) -> list[dict]:
     """Ours vs each anchor of the same pair: anchor rows/s over ours rows/s (>1: ours is slower)."""
     out = []
@@ -69,7 +76,7 @@ def render(results: dict[str, dict], meta: dict) -> str:
         if r["kind"] == "overhead":
             continue
         if r["status"] != "ok":
-            skipped.append(f"  {r['name']} ({r['pair']}, {r['title']}): skipped: {r.get('reason') or r['status']}")
+            skipped.append(f"  {r['name']} ({r['pair']}, {r['title']}): {_why(r)}")
             continue
         note = r.get("note") or ""
         if r.get("chdb_tracked_peak_mb") is not None:
@@ -89,7 +96,7 @@ def render(results: dict[str, dict], meta: dict) -> str:
         lines += ["", "Ours vs anchors (anchor rows/s / ours rows/s; >1 means ours is slower):"]
         table = []
         for e in rat:
-            value = f"{e['ratio']:.2f}x" if e["status"] == "ok" else f"skipped: {e.get('reason', '')}"
+            value = f"{e['ratio']:.2f}x" if e["status"] == "ok" else "n/a (anchor not measured, see above)"
             table.append([e["pair"], e["ours"], e["anchor_title"], value])
         lines += _table(["pair", "ours", "anchor", "ratio"], table, set())
 
@@ -104,7 +111,7 @@ def render(results: dict[str, dict], meta: dict) -> str:
     if ov:
         lines += ["", "Prefect overhead per chunk task:"]
         if ov["status"] != "ok":
-            lines.append(f"  skipped: {ov.get('reason') or ov['status']}")
+            lines.append(f"  {_why(ov)}")
         else:
             n = ov["chunks"]
             lines += [
