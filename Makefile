@@ -14,6 +14,7 @@ $(BIN)/migration-assistant: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip uv
 	$(BIN)/uv pip install -q --python $(BIN)/python --override overrides.txt -e '.[dev]'
+	mkdir -p $(PREFECT_HOME)
 	$(BIN)/prefect server database upgrade -y >/dev/null
 	touch $@
 

@@ -37,7 +37,6 @@ _DDL = {
     "timestamp": "DATETIME(6)", "timestamptz": "DATETIME(6)", "uuid": "CHAR(36)", "json": "JSON",
     "binary": "LONGBLOB",
 }
-MIN_DATE = pa.scalar(-354285, pa.date32())  # 1000-01-01, MySQL's earliest DATE
 
 
 class MySQLConnector(SqlConnector):

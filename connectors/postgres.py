@@ -6,6 +6,7 @@ import io
 import re
 from typing import Iterator, Sequence
 
+import adbc_driver_manager as adbc_errors
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -74,9 +75,11 @@ class PostgresConnector(SqlConnector):
             if state == "42P01":
                 raise TableNotFound(msg) from None
             raise MigrationError(msg) from None
-        except Exception as exc:  # ADBC raises its own DB-API errors
+        except adbc_errors.Error as exc:  # the ADBC read path raises its own DB-API errors
             msg = f"{self.endpoint.label}: {doing} failed: {self.endpoint.redact(str(exc).strip())}"
-            if "terminat" in msg or "connection" in msg.lower():
+            if doing == "connect":
+                raise ConnectionFailed(msg) from None
+            if isinstance(exc, (adbc_errors.OperationalError, adbc_errors.InterfaceError)):
                 raise TransientError(msg) from None
             raise MigrationError(msg) from None
 

@@ -84,42 +84,65 @@ def _copy_verify_publish(source, destination, plans: list[TablePlan], run_id, mo
     for p in plans:
         create_staging(destination, p)
     json_canonical = _json_canonical(source, destination)
-    total_chunks = sum(len(p.chunks) for p in plans)
     progress = create_progress_artifact(progress=0.0, description=f"chunks of {len(plans)} table(s) copied and verified")
-    stats = {p.table: {"rows": 0, "bytes": 0, "seconds": 0.0, "checksums": [], "started": time.perf_counter()} for p in plans}
-    done = 0
+    stats = {p.table: TableStats() for p in plans}
     pending = [(p, c) for p in plans for c in p.chunks]
-    in_flight = []
+    total, done = len(pending), 0
+    in_flight: dict = {}  # wrapped future -> (plan, prefect future, copy result or None while copying)
     while pending or in_flight:
         while pending and len(in_flight) < parallel:
             p, c = pending.pop(0)
-            in_flight.append((p, copy_chunk.submit(source, destination, p, c, json_canonical)))
-        finished, _ = futures.wait([f.wrapped_future for _, f in in_flight], return_when=futures.FIRST_COMPLETED)
-        for item in [x for x in in_flight if x[1].wrapped_future in finished]:
-            in_flight.remove(item)
-            p, fut = item
-            result: ChunkResult = fut.result()
-            if verify:
-                verify_chunk.submit(source, destination, p, result, json_canonical).result()
-            s = stats[p.table]
-            s["rows"] += result.rows
-            s["bytes"] += result.bytes
-            s["checksums"].append(result.checksum)
-            s["seconds"] = time.perf_counter() - s["started"]
+            stats[p.table].start()
+            fut = copy_chunk.submit(source, destination, p, c, json_canonical)
+            in_flight[fut.wrapped_future] = (p, fut, None)
+        finished, _ = futures.wait(list(in_flight), return_when=futures.FIRST_COMPLETED)
+        for key in finished:
+            p, fut, copied = in_flight.pop(key)
+            if copied is None and verify:  # copied: verify it while other chunks copy
+                copied = fut.result()
+                check = verify_chunk.submit(source, destination, p, copied, json_canonical)
+                in_flight[check.wrapped_future] = (p, check, copied)
+                continue
+            copied = copied or fut.result()
+            fut.result()  # raises VerificationFailed
+            stats[p.table].add(copied)
             done += 1
-            update_progress_artifact(progress, progress=round(100.0 * done / total_chunks, 1))
-            log.info("Table %s: chunk %s copied%s (%d rows)", p.table, result.chunk.label(),
-                     " and verified" if verify else "", result.rows)
+            update_progress_artifact(progress, progress=round(100.0 * done / total, 1))
+            log.info("Table %s: %s %s (%d rows)", p.table, copied.chunk.label(),
+                     "copied and verified" if verify else "copied", copied.rows)
     deletions = {}
     if mode == "incremental" and detect_deletes:
         for p in plans:
             if p.target_existed:
                 deletions[p.table] = find_deleted(source, destination, p, run_id)
-                work_tables.append(deletions[p.table][0]) if deletions[p.table][0] else None
+                if deletions[p.table][0]:
+                    work_tables.append(deletions[p.table][0])
     for p in plans:
         deleted_table, _ = deletions.get(p.table, (None, 0))
         publish(destination, p, run_id, deleted_table, p.watermark_upto)
     return _report(plans, stats, deletions, verify)
+
+
+class TableStats:
+    """Rows, bytes, checksum and wall time of one table's chunks."""
+
+    def __init__(self):
+        self.rows = self.bytes = self.checksum = 0
+        self.started = self.finished = None
+
+    def start(self) -> None:
+        if self.started is None:
+            self.started = time.perf_counter()
+
+    def add(self, copied: ChunkResult) -> None:
+        self.rows += copied.rows
+        self.bytes += copied.bytes
+        self.checksum = (self.checksum + copied.checksum.total) & ((1 << 64) - 1)
+        self.finished = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished - self.started) if self.finished and self.started else 0.0
 
 
 def _json_canonical(source: str, destination: str) -> bool:
@@ -135,18 +158,17 @@ def _restore(destination: str, run_id: str, work_tables: list[str]) -> None:
 
 
 def _report(plans, stats, deletions, verified) -> dict:
+    verdict = "verified" if verified else "copied (not verified)"
     rows = []
     for p in plans:
         s = stats[p.table]
-        total = sum((c.total for c in s["checksums"]), 0) & ((1 << 64) - 1)
         rows.append({
             "table": p.table, "target": p.target, "mode": p.mode if p.target_existed else "full",
-            "rows": s["rows"], "deleted": deletions.get(p.table, (None, 0))[1], "bytes": s["bytes"],
-            "seconds": round(s["seconds"], 3), "rows_per_s": round(s["rows"] / s["seconds"]) if s["seconds"] else 0,
-            "checksum": f"{total:016x}", "verdict": "verified" if verified else "copied (not verified)",
+            "rows": s.rows, "deleted": deletions.get(p.table, (None, 0))[1], "bytes": s.bytes,
+            "seconds": round(s.seconds, 3), "rows_per_s": round(s.rows / s.seconds) if s.seconds else 0,
+            "checksum": f"{s.checksum:016x}", "verdict": verdict,
         })
-    return {"tables": rows, "rows": sum(r["rows"] for r in rows),
-            "verdict": "verified" if verified else "copied (not verified)"}
+    return {"tables": rows, "rows": sum(r["rows"] for r in rows), "verdict": verdict}
 
 
 def _publish_report(report: dict) -> None:
