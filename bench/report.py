@@ -71,6 +71,8 @@ def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[st
 def render(results: dict[str, dict], meta: dict) -> str:
     lines = [f"Benchmark: {meta['rows']:,} rows, median of {meta['repeat']} run(s) each; "
              f"wall = the timed call only (Prefect server start-up and imports excluded)", ""]
+    if meta.get("profiled"):
+        lines[-1:-1] = ["PROFILED under py-spy (--profile): these timings are not comparable with normal runs"]
     rows, skipped = [], []
     for r in results.values():
         if r["kind"] == "overhead":

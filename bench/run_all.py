@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from importlib import metadata
+from pathlib import Path
 
 from bench import config as C
 from bench import report, sources
@@ -40,6 +41,8 @@ def parse_args(argv):
     ap.add_argument("--only", default="", help=f"comma list of measurements: {', '.join(ORDER)}")
     ap.add_argument("--skip-anchors", action="store_true", help="run only our flow and the Prefect overhead")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the source tables even if they match")
+    ap.add_argument("--profile", action="store_true",
+                    help="run each measurement under `py-spy record` (bench extra); flame graphs in bench/results/profiles/")
     args = ap.parse_args(argv)
     if args.rows < 2 * C.TINY_ROWS or args.repeat < 1:
         ap.error(f"--rows must be at least {2 * C.TINY_ROWS} and --repeat at least 1")
@@ -60,7 +63,7 @@ def select(args) -> list[Measurement]:
     return [known[n] for n in names]
 
 
-def run_once(m: Measurement, rows: int, run: int) -> dict:
+def run_once(m: Measurement, rows: int, run: int, profile: bool = False) -> dict:
     """One run of `m` in a fresh process, against a fresh destination database and work folder."""
     sources.reset_pg_destination()
     workdir = C.STATE / "runs" / f"{m.name}-{run}"
@@ -72,6 +75,11 @@ def run_once(m: Measurement, rows: int, run: int) -> dict:
     out.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "bench.measure", m.name, "--rows", str(rows), "--workdir", str(workdir),
            "--run", str(run), "--out", str(out)]
+    if profile:  # includes the warm-up; py-spy's own overhead makes the timings of this run not comparable
+        svg = C.RESULTS / "profiles" / f"{m.name}-{run}.svg"
+        svg.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--subprocesses",
+               "--rate", "50", "-o", str(svg), "--"] + cmd
     with open(log, "w") as logf:
         proc = subprocess.Popen(cmd, cwd=C.ROOT, env=C.tool_env(), stdout=logf, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # its own group: on a time-out we end it and its children
@@ -89,7 +97,10 @@ def run_once(m: Measurement, rows: int, run: int) -> dict:
 
 def describe_run(result: dict) -> str:
     if result["status"] != "ok":
-        return f"{result['status']}: {result.get('reason', '')}"
+        return f"{result['status']}: {(result.get('reason') or '').splitlines()[0][:300]}"
+    if "noop_task_ms" in result:
+        return (f"{result['noop_task_ms']:.1f} ms per trivial task, "
+                f"{result['copy_prefect_ms_per_chunk']:.1f} ms Prefect per chunk of our flow")
     return (f"{result['wall_s']:.2f} s, {result['rows'] / result['wall_s']:,.0f} rows/s, "
             f"peak RSS {result['peak_rss_mb']:.0f} MB")
 
@@ -128,7 +139,7 @@ def main(argv=None) -> int:
             continue
         runs = []
         for run in range(1, args.repeat + 1):
-            result = run_once(m, args.rows, run)
+            result = run_once(m, args.rows, run, args.profile)
             print(f"{m.name} run {run}/{args.repeat}: {describe_run(result)}", flush=True)
             runs.append(result)
             if result["status"] != "ok":
@@ -136,6 +147,7 @@ def main(argv=None) -> int:
         results[m.name] = report.aggregate(m, runs)
 
     meta = {"rows": args.rows, "repeat": args.repeat, "only": args.only, "skip_anchors": args.skip_anchors,
+            "profiled": args.profile,
             "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "total_s": round(time.perf_counter() - started, 1), "versions": versions()}
     print()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from pydantic import SecretStr
 
@@ -45,8 +45,11 @@ class Endpoint:
         return self.password.get_secret_value()
 
     def redact(self, text: str) -> str:
+        """`text` without the password, raw or URL-encoded."""
         secret = self.secret()
-        return text.replace(secret, "********") if secret else text
+        if not secret:
+            return text
+        return text.replace(secret, "********").replace(quote(secret, safe=""), "********")
 
     @classmethod
     def from_url(cls, url: str, label: str = "") -> "Endpoint":

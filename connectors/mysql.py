@@ -2,21 +2,28 @@
 from __future__ import annotations
 
 import contextlib
-import math
+import re
+from urllib.parse import quote
 from typing import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pymysql
-import pymysql.cursors
 
 from connectors.base import (
     Column, ConnectionFailed, LossyConversion, MigrationError, RowFilter, TableNotFound, TableSchema,
     TransientError, UnsupportedType,
 )
-from connectors.canonical import arrow_type, conform
+from connectors.canonical import conform
 from connectors.endpoint import Endpoint
 from connectors.sql import SqlConnector
+
+_SESSION_SETUP = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
+
+
+class _ReadFailed(pymysql.err.OperationalError):
+    """A connectorx read error, classified like a driver error (lost connections retry)."""
+
 
 # server gone, lost connection, killed, deadlock, lock wait timeout, too many connections
 TRANSIENT_CODES = {1040, 1205, 1213, 1927, 2006, 2013, 2055}
@@ -51,7 +58,7 @@ class MySQLConnector(SqlConnector):
                 host=endpoint.host, port=endpoint.port, user=endpoint.user or "root",
                 password=endpoint.secret(), database=endpoint.database, charset="utf8mb4",
                 autocommit=True, connect_timeout=10, read_timeout=600, write_timeout=600,
-                init_command="SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
+                init_command=_SESSION_SETUP,
             )
 
     def close(self) -> None:
@@ -69,7 +76,8 @@ class MySQLConnector(SqlConnector):
             msg = f"{self.endpoint.label}: {doing} failed: {self.endpoint.redact(str(exc))}"
             if doing == "connect":
                 raise ConnectionFailed(msg) from None
-            if code in TRANSIENT_CODES or isinstance(exc, pymysql.err.InterfaceError):
+            lost = isinstance(exc, _ReadFailed) and re.search(r"(?i)connection|broken pipe|timed out|reset", str(exc))
+            if code in TRANSIENT_CODES or lost or isinstance(exc, pymysql.err.InterfaceError):
                 raise TransientError(msg) from None
             if code == 1146:
                 raise TableNotFound(msg) from None
@@ -185,26 +193,35 @@ class MySQLConnector(SqlConnector):
 
     # --- data -----------------------------------------------------------------
     def read_batches(self, schema: TableSchema, where: RowFilter, batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:
+        """connectorx decodes the rows into Arrow in Rust, several times faster than a Python cursor."""
+        import connectorx
         cond, params = self.filter_sql(where)
+        cond = cond % tuple(self.conn.escape(p) for p in params) if params else cond
         exprs = ", ".join(self._select_expr(c) for c in schema.columns)
-        types = [_read_type(c) for c in schema.columns]
+        sql = f"SELECT {exprs} FROM {self.q(schema.name)} WHERE {cond}"
         with self.errors(f"reading {schema.name}"):
-            cur = self.conn.cursor(pymysql.cursors.SSCursor)
             try:
-                cur.execute(f"SELECT {exprs} FROM {self.q(schema.name)} WHERE {cond}", tuple(params) or None)
-                while rows := cur.fetchmany(batch_rows):
-                    columns = list(zip(*rows))
-                    arrays = [pa.array(vals, t) for vals, t in zip(columns, types)]
-                    yield conform(pa.RecordBatch.from_arrays(arrays, names=schema.column_names), schema)
-            finally:
-                cur.close()
+                reader = connectorx.read_sql(self._connectorx_url(), sql, return_type="arrow_stream",
+                                             batch_size=batch_rows, pre_execution_query=[_SESSION_SETUP])
+                for batch in reader:
+                    yield conform(batch, schema)
+            except BaseException as exc:  # Rust panics arrive as BaseException
+                if isinstance(exc, (GeneratorExit, KeyboardInterrupt, SystemExit)):
+                    raise
+                raise _ReadFailed(str(exc).split("\n\nStack backtrace")[0]) from None
+
+    def _connectorx_url(self) -> str:
+        e = self.endpoint
+        auth = quote(e.user or "root", safe="") + (":" + quote(e.secret(), safe="") if e.secret() else "")
+        return f"mysql://{auth}@{e.host}:{e.port}/{quote(e.database or '', safe='')}"
 
     def _select_expr(self, col: Column) -> str:
-        if col.type == "json":
-            return f"CAST({self.q(col.name)} AS CHAR) AS {self.q(col.name)}"
-        if col.type == "float32":  # the text protocol rounds FLOAT to 6 digits; DOUBLE carries it exactly
-            return f"CAST({self.q(col.name)} AS DOUBLE) AS {self.q(col.name)}"
-        return self.q(col.name)
+        name = self.q(col.name)
+        if col.type in ("json", "uuid", "decimal"):  # exact as text; canonical form casts back
+            return f"CAST({name} AS CHAR) AS {name}"
+        if col.type == "float32":  # FLOAT widened exactly; the text protocol would round it to 6 digits
+            return f"CAST({name} AS DOUBLE) AS {name}"
+        return name
 
     def check_values(self, schema: TableSchema, batch: pa.RecordBatch) -> None:
         for col in schema.columns:
@@ -228,16 +245,6 @@ class MySQLConnector(SqlConnector):
 
     def watermark_param(self, value):
         return value.replace(tzinfo=None) if hasattr(value, "tzinfo") and value.tzinfo else value
-
-
-def _read_type(col: Column) -> pa.DataType:
-    if col.type in ("bool",):
-        return pa.int8()
-    if col.type in ("uuid", "json", "string", "char"):
-        return pa.string()
-    if col.type == "timestamptz":
-        return pa.timestamp("us")
-    return arrow_type(col)
 
 
 def _python_values(arr: pa.Array) -> list:
