@@ -13,7 +13,16 @@ import time
 
 from bench import config as C
 from bench import sources
-from bench.measure import Context, Measurement, Sampler, Skip, check_landed, children_maxrss_mb, mb, run_tool, self_maxrss_mb
+from bench.measure import (
+    Context,
+    Measurement,
+    Sampler,
+    Skip,
+    check_landed,
+    mb,
+    run_tool,
+    self_maxrss_mb,
+)
 
 PANDAS_MAX_ROWS = 100_000
 COLUMNS = "id, qty, code, amount, created_at, active, note, attrs"

@@ -17,7 +17,14 @@ import psutil
 
 from bench import config as C
 from bench import sources
-from bench.measure import Context, Measurement, Sampler, check_landed, mb, self_maxrss_mb
+from bench.measure import (
+    Context,
+    Measurement,
+    Sampler,
+    check_landed,
+    mb,
+    self_maxrss_mb,
+)
 
 PAIRS = {  # name -> (pair label, source URL, destination kind)
     "pg_pg": ("PG->PG", C.PG_SRC_URL, "pg"),

@@ -122,8 +122,9 @@ def render(results: dict[str, dict], meta: dict) -> str:
                 f"  our flow PG->PG, bench_tiny as {n} chunks of 10 rows vs 1 chunk (parallel=1): marginal wall "
                 f"per chunk {ov['copy_marginal_ms_per_chunk']:.1f} ms, of which data work (task body called "
                 f"directly) {ov['copy_data_ms_per_chunk']:.1f} ms -> Prefect {ov['copy_prefect_ms_per_chunk']:.1f} ms per chunk",
-                f"  the same with verify=True (2 tasks per chunk): marginal {ov['copy_verify_marginal_ms_per_chunk']:.1f} ms, "
-                f"data {ov['copy_verify_data_ms_per_chunk']:.1f} ms -> Prefect {ov['copy_verify_prefect_ms_per_chunk']:.1f} ms per chunk",
+                f"  the same with verify=True (2 tasks per chunk): marginal "
+                f"{ov['copy_verify_marginal_ms_per_chunk']:.1f} ms, data {ov['copy_verify_data_ms_per_chunk']:.1f} ms "
+                f"-> Prefect {ov['copy_verify_prefect_ms_per_chunk']:.1f} ms per chunk",
             ]
     lines += ["", "Peak RSS: max over runs; 'self' = the measuring process (for our flow it includes imports, "
               "the warm-up and, for PG->CH, the embedded chDB engine); database servers not counted."]

@@ -1,10 +1,15 @@
 """connect-test and planning: both endpoints answer, the tables exist, every column has a home."""
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pyarrow as pa
+import pyarrow.compute as pc
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from connectors.base import MigrationError, TableNotFound
+from connectors.base import MigrationError, TableNotFound, TableSchema
+from connectors.canonical import arrow_schema, arrow_type
 from tasks import state
 from tasks.connections import using
 from tasks.plan import TablePlan, check_compatible, destination_schema, key_chunks, work_table_name
@@ -73,20 +78,15 @@ def create_staging(dest_ref: str, plan: TablePlan) -> None:
 @task(name="find-deleted", cache_policy=NO_CACHE, **RETRY_POLICY)
 def find_deleted(source_ref: str, dest_ref: str, plan: TablePlan, run_id: str) -> tuple[str | None, int]:
     """Keys present in the destination but gone from the source, written to a work table."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    from connectors.base import Column, TableSchema
     key = plan.source_schema.primary_key[0]
     with using(source_ref, dest_ref) as (source, dest):
-        gone = pc.filter(dest.read_keys(plan.target, key),
-                         pc.invert(pc.is_in(dest.read_keys(plan.target, key), value_set=source.read_keys(plan.table, key))))
+        present = dest.read_keys(plan.target, key)  # read once: row order differs between reads
+        gone = pc.filter(present, pc.invert(pc.is_in(present, value_set=source.read_keys(plan.table, key))))
         if not len(gone):
             return None, 0
-        name = work_table_name(plan.target, "deleted", run_id)
         key_col = plan.dest_schema.column(key)
-        schema = TableSchema(name, (Column(key, key_col.type, False, key_col.precision, key_col.scale, key_col.length),), (key,))
-        dest.drop_table(name)
+        schema = TableSchema(work_table_name(plan.target, "deleted", run_id), (replace(key_col, nullable=False),), (key,))
+        dest.drop_table(schema.name)
         dest.create_table(schema)
-        from connectors.canonical import arrow_schema
-        dest.write_batch(schema, pa.RecordBatch.from_arrays([gone.cast(arrow_schema(schema).field(0).type)], schema=arrow_schema(schema)))
-        return name, len(gone)
+        dest.write_batch(schema, pa.RecordBatch.from_arrays([gone.cast(arrow_type(key_col))], schema=arrow_schema(schema)))
+        return schema.name, len(gone)

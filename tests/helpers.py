@@ -56,8 +56,11 @@ def same_value(kind: str, a, b) -> bool:
 
 
 def assert_rows_equal(schema: TableSchema, expected: list[dict], actual: list[dict]) -> None:
-    assert len(actual) == len(expected), f"{len(actual)} rows arrived, {len(expected)} expected"
     key = schema.columns[0].name
+    want, got = [r[key] for r in expected], [r[key] for r in actual]
+    assert sorted(want) == sorted(got), (
+        f"keys differ: missing {sorted(set(want) - set(got))[:20]}, unexpected {sorted(set(got) - set(want))[:20]}, "
+        f"{len(got)} rows arrived, {len(want)} expected")
     for e, a in zip(sorted(expected, key=lambda r: r[key]), actual):
         for col in schema.columns:
             assert same_value(col.type, e[col.name], a[col.name]), (
