@@ -44,7 +44,7 @@ SELECT i,
             WHEN i % 997 = 0 THEN E'tab\\there, line\\nbreak, back\\\\slash, ''quote'' ' || i
             ELSE 'note ' || md5(i::text) END,
        jsonb_build_object('k', i % 10, 'tag', 't' || (i % 7), 'ok', i % 2 = 0)
-FROM generate_series(1, {rows}) AS i
+FROM generate_series(1::bigint, {rows}::bigint) AS i
 """
 MY_DDL = """
 CREATE TABLE {name} (

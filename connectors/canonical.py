@@ -162,3 +162,11 @@ def for_checksum(batch: pa.RecordBatch, schema: TableSchema, json_canonical: boo
 def has_negative_zero(arr: pa.Array) -> bool:
     values = arr.cast(pa.float64()).fill_null(0).to_numpy(zero_copy_only=False)
     return bool(np.any((values == 0) & np.signbit(values)))
+
+
+def needs_json_canonical(source, dest) -> bool:
+    """JSON must be re-serialised before hashing only when the destination rewrites documents its own way.
+
+    A verbatim destination returns the text the source gave; the same engine normalises identically.
+    """
+    return not dest.json_verbatim and source.engine != dest.engine

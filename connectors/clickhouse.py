@@ -149,7 +149,7 @@ class ClickHouseConnector(SqlConnector):
             return f"Decimal({col.precision}, {col.scale or 0})"
         return _DDL[col.type]
 
-    def create_table(self, schema: TableSchema) -> None:
+    def create_table(self, schema: TableSchema, with_key: bool = True) -> None:
         cols = ", ".join(self._column_definition(c, schema) for c in schema.columns)
         order = ", ".join(self.q(k) for k in schema.primary_key) or ""
         self.execute(f"CREATE TABLE {self.q(schema.name)} ({cols}) ENGINE = MergeTree ORDER BY ({order})")

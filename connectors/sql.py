@@ -83,10 +83,15 @@ class SqlConnector:
             cond, params = self.range_sql(where)
             self.execute(f"DELETE FROM {self.q(table)} WHERE {cond}", params)
 
-    def create_table(self, schema: TableSchema) -> None:
+    defer_primary_key = False  # True where loading first and indexing after is faster
+
+    def add_primary_key(self, table: str, columns: Sequence[str]) -> None:
+        self.execute(f"ALTER TABLE {self.q(table)} ADD PRIMARY KEY ({', '.join(self.q(c) for c in columns)})")
+
+    def create_table(self, schema: TableSchema, with_key: bool = True) -> None:
         cols = [f"{self.q(c.name)} {self.column_ddl(c)}{'' if c.nullable else ' NOT NULL'}{self.column_note(c)}"
                 for c in schema.columns]
-        if schema.primary_key:
+        if schema.primary_key and with_key:
             cols.append(f"PRIMARY KEY ({', '.join(self.q(k) for k in schema.primary_key)})")
         self.execute(f"CREATE TABLE {self.q(schema.name)} ({', '.join(cols)})")
 

@@ -18,11 +18,12 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from connectors.base import MigrationError
+from connectors.canonical import needs_json_canonical
 from tasks import state
 from tasks.connections import close_all, using
 from tasks.copy import ChunkResult, copy_chunk
 from tasks.plan import TablePlan
-from tasks.prepare import connect_test, create_staging, find_deleted, plan_table
+from tasks.prepare import connect_test, create_staging, find_deleted, index_staging, plan_table
 from tasks.publish import discard, publish, undo
 from tasks.verify import verify_chunk
 
@@ -84,32 +85,27 @@ def _copy_verify_publish(source, destination, plans: list[TablePlan], run_id, mo
     for p in plans:
         create_staging(destination, p)
     json_canonical = _json_canonical(source, destination)
-    progress = create_progress_artifact(progress=0.0, description=f"chunks of {len(plans)} table(s) copied and verified")
     stats = {p.table: TableStats() for p in plans}
-    pending = [(p, c) for p in plans for c in p.chunks]
-    total, done = len(pending), 0
-    in_flight: dict = {}  # wrapped future -> (plan, prefect future, copy result or None while copying)
-    while pending or in_flight:
-        while pending and len(in_flight) < parallel:
-            p, c = pending.pop(0)
-            stats[p.table].start()
-            fut = copy_chunk.submit(source, destination, p, c, json_canonical)
-            in_flight[fut.wrapped_future] = (p, fut, None)
-        finished, _ = futures.wait(list(in_flight), return_when=futures.FIRST_COMPLETED)
-        for key in finished:
-            p, fut, copied = in_flight.pop(key)
-            if copied is None and verify:  # copied: verify it while other chunks copy
-                copied = fut.result()
-                check = verify_chunk.submit(source, destination, p, copied, json_canonical)
-                in_flight[check.wrapped_future] = (p, check, copied)
-                continue
-            copied = copied or fut.result()
-            fut.result()  # raises VerificationFailed
-            stats[p.table].add(copied)
-            done += 1
-            update_progress_artifact(progress, progress=round(100.0 * done / total, 1))
-            log.info("Table %s: %s %s (%d rows)", p.table, copied.chunk.label(),
-                     "copied and verified" if verify else "copied", copied.rows)
+    progress = Progress(sum(len(p.chunks) for p in plans) * (2 if verify else 1), len(plans))
+
+    def copied(p: TablePlan, result: ChunkResult) -> None:
+        stats[p.table].add(result)
+        progress.step()
+        log.info("Table %s: %s copied (%d rows)", p.table, result.chunk.label(), result.rows)
+
+    chunks = [(p, c) for p in plans for c in p.chunks]
+    for p in plans:
+        stats[p.table].start()
+    results = _windowed(chunks, lambda p, c: copy_chunk.submit(source, destination, p, c, json_canonical),
+                        copied, parallel)
+    for p in plans:
+        index_staging(destination, p)
+    if verify:
+        def verified(p: TablePlan, _) -> None:
+            progress.step()
+        _windowed(results, lambda p, r: verify_chunk.submit(source, destination, p, r, json_canonical),
+                  verified, parallel)
+        log.info("Every chunk verified: row counts and checksums match on both sides")
     deletions = {}
     if mode == "incremental" and detect_deletes:
         for p in plans:
@@ -118,9 +114,37 @@ def _copy_verify_publish(source, destination, plans: list[TablePlan], run_id, mo
                 if deletions[p.table][0]:
                     work_tables.append(deletions[p.table][0])
     for p in plans:
-        deleted_table, _ = deletions.get(p.table, (None, 0))
-        publish(destination, p, run_id, deleted_table, p.watermark_upto)
+        publish(destination, p, run_id, deletions.get(p.table, (None, 0))[0], p.watermark_upto)
     return _report(plans, stats, deletions, verify)
+
+
+def _windowed(items: list, submit, on_done, parallel: int) -> list:
+    """Run submit(plan, item) for every (plan, item), at most `parallel` at once; returns (plan, result) pairs."""
+    pending, in_flight, results = list(items), {}, []
+    while pending or in_flight:
+        while pending and len(in_flight) < parallel:
+            plan, item = pending.pop(0)
+            fut = submit(plan, item)
+            in_flight[fut.wrapped_future] = (plan, fut)
+        finished, _ = futures.wait(list(in_flight), return_when=futures.FIRST_COMPLETED)
+        for key in finished:
+            plan, fut = in_flight.pop(key)
+            result = fut.result()  # raises the task's error, after its retries
+            on_done(plan, result)
+            results.append((plan, result))
+    return results
+
+
+class Progress:
+    """The run's progress artifact, advanced one step per chunk copied and per chunk verified."""
+
+    def __init__(self, steps: int, tables: int):
+        self.steps, self.done = max(steps, 1), 0
+        self.id = create_progress_artifact(progress=0.0, description=f"chunks of {tables} table(s) copied and verified")
+
+    def step(self) -> None:
+        self.done += 1
+        update_progress_artifact(self.id, progress=round(100.0 * self.done / self.steps, 1))
 
 
 class TableStats:
@@ -147,7 +171,7 @@ class TableStats:
 
 def _json_canonical(source: str, destination: str) -> bool:
     with using(source, destination) as (s, d):
-        return not (s.json_verbatim and d.json_verbatim)
+        return needs_json_canonical(s, d)
 
 
 def _restore(destination: str, run_id: str, work_tables: list[str]) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run
 
 from connectors.base import KeyRange
 from connectors.canonical import Checksum, conform, for_checksum
@@ -37,7 +38,8 @@ class ChunkResult:
 def copy_chunk(source_ref: str, dest_ref: str, plan: TablePlan, chunk: KeyRange, json_canonical: bool) -> ChunkResult:
     started = time.perf_counter()
     with using(source_ref, dest_ref) as (source, dest):
-        dest.delete_range(plan.staging, chunk)  # idempotent: a retried chunk starts from a clean range
+        if task_run.run_count > 1:  # a retry starts from a clean range; the first attempt finds it empty
+            dest.delete_range(plan.staging, chunk)
         checksum, nbytes = Checksum(), 0
         for batch in _prefetch(source.read_batches(plan.source_schema, plan.row_filter(chunk), BATCH_ROWS)):
             batch = conform(batch, plan.dest_schema) if plan.casts else batch

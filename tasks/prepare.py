@@ -72,7 +72,15 @@ def create_staging(dest_ref: str, plan: TablePlan) -> None:
         if plan.target_existed:
             dest.create_table_like(plan.target, plan.staging)
         else:
-            dest.create_table(plan.dest_schema)
+            dest.create_table(plan.dest_schema, with_key=not dest.defer_primary_key)
+
+
+@task(name="index-staging", cache_policy=NO_CACHE, **RETRY_POLICY)
+def index_staging(dest_ref: str, plan: TablePlan) -> None:
+    """Add the primary key that loading went without (engines where that is faster)."""
+    with using(dest_ref) as (dest,):
+        if dest.defer_primary_key and not plan.target_existed and plan.source_schema.primary_key:
+            dest.add_primary_key(plan.staging, plan.source_schema.primary_key)
 
 
 @task(name="find-deleted", cache_policy=NO_CACHE, **RETRY_POLICY)

@@ -5,7 +5,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from connectors.base import Connector, RowFilter, TableSchema, VerificationFailed
-from connectors.canonical import Checksum, column_hashes, for_checksum, row_hashes
+from connectors.canonical import Checksum, column_hashes, for_checksum, needs_json_canonical, row_hashes
 from tasks.connections import using
 from tasks.copy import BATCH_ROWS, ChunkResult
 from tasks.plan import TablePlan
@@ -87,7 +87,7 @@ def compare_tables(source: Connector, dest: Connector, table: str, dest_table: s
     from tasks.plan import key_chunks
     src_schema = source.describe(table)
     dst_schema = src_schema.renamed(dest_table or table)
-    json_canonical = not (source.json_verbatim and dest.json_verbatim)
+    json_canonical = needs_json_canonical(source, dest)
     problems = []
     for chunk in key_chunks(source, src_schema, chunk_rows):
         a = checksum(source, src_schema, RowFilter(chunk), json_canonical)
