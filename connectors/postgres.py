@@ -21,6 +21,7 @@ from connectors.canonical import conform
 from connectors.endpoint import Endpoint
 from connectors.sql import SqlConnector
 
+ADBC_BATCH_BYTES = 4 << 20
 TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "55P03", "08000", "08003", "08006"}
 PERMISSION_SQLSTATES = {"42501"}
 
@@ -183,6 +184,8 @@ class PostgresConnector(SqlConnector):
         with self.errors(f"reading {schema.name}"):
             cur = self.adbc.cursor()
             try:
+                # small batches keep memory bounded by batches in flight, not by the driver's buffer
+                cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(ADBC_BATCH_BYTES)})
                 cur.execute(f"SELECT {exprs} FROM {self.q(schema.name)} WHERE {cond}")
                 for batch in cur.fetch_record_batch():
                     yield conform(batch, schema)
