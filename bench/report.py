@@ -23,6 +23,7 @@ def aggregate(m: Measurement, runs: list[dict]) -> dict:
         else:
             out[key] = values[0]
     out["wall_s"] = statistics.median(r["wall_s"] for r in runs)
+    out["wall_min_s"], out["wall_max_s"] = min(r["wall_s"] for r in runs), max(r["wall_s"] for r in runs)
     out["rows_per_s"] = out["rows"] / out["wall_s"] if out["wall_s"] else 0.0
     return out
 
@@ -87,9 +88,11 @@ def render(results: dict[str, dict], meta: dict) -> str:
             note = (note + "; " if note else "") + f"+ Prefect server {r['server_rss_mb']:.0f} MB"
         if r.get("rss_basis") == "tools":
             note = (note + "; " if note else "") + "RSS = client tool processes"
-        rows.append([r["name"], r["pair"], f"{r['rows']:,}", f"{r['wall_s']:.2f}", f"{r['rows_per_s']:,.0f}",
+        spread = f"{r['wall_min_s']:.2f}-{r['wall_max_s']:.2f}" if r.get("repeat", 1) > 1 else ""
+        rows.append([r["name"], r["pair"], f"{r['rows']:,}", f"{r['wall_s']:.2f}", spread, f"{r['rows_per_s']:,.0f}",
                      f"{r['peak_rss_mb']:.0f}", note])
-    lines += _table(["name", "pair", "rows", "wall s", "rows/s", "peak RSS MB", "notes"], rows, {2, 3, 4, 5})
+    lines += _table(["name", "pair", "rows", "wall s", "min-max s", "rows/s", "peak RSS MB", "notes"], rows,
+                    {2, 3, 4, 5, 6})
     if skipped:
         lines += ["", "Not measured:"] + skipped
 
@@ -136,3 +139,15 @@ def write_json(path: Path, results: dict[str, dict], meta: dict) -> None:
     payload = {"meta": meta, "measurements": results, "ratios": ratios(results),
                "verify_overhead": verify_overheads(results), "prefect_overhead": results.get("prefect_overhead")}
     path.write_text(json.dumps(payload, indent=2, default=str))
+
+
+if __name__ == "__main__":  # re-print a saved run: python -m bench.report [bench/results/latest.json]
+    import sys
+
+    from bench import config as C
+    saved = json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else C.RESULTS / "latest.json").read_text())
+    for r in saved["measurements"].values():  # files written before the spread was recorded
+        walls = [x["wall_s"] for x in r.get("runs", []) if x.get("status") == "ok"]
+        if walls and "wall_min_s" not in r:
+            r["wall_min_s"], r["wall_max_s"] = min(walls), max(walls)
+    print(render(saved["measurements"], saved["meta"]))
