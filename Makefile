@@ -8,7 +8,10 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
-.PHONY: demo test bench install clean
+export MA_PROJECT_DIR := $(CURDIR)
+POOL := migrations
+
+.PHONY: demo test bench install clean server worker deploy
 
 $(BIN)/migration-assistant: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +31,15 @@ test: install
 
 bench: install
 	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
+
+server: install   ## a local Prefect server with the UI on http://127.0.0.1:4200
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+worker: install   ## a process worker for the migrations pool (needs PREFECT_API_URL)
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(BIN)/prefect worker start --pool $(POOL)
+
+deploy: install   ## register block types, create the pool if missing, deploy every flow
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(BIN)/python -m deployments.setup
 
 clean:
 	rm -rf $(VENV) $(STATE)

@@ -24,13 +24,21 @@ from tasks.connections import close_all, using
 from tasks.copy import ChunkResult, copy_chunk
 from tasks.plan import TablePlan
 from tasks.prepare import connect_test, create_staging, find_deleted, index_staging, plan_table
-from tasks.publish import discard, publish, undo
+from tasks.publish import discard, drop_run_work_tables, publish, undo
 from tasks.verify import verify_chunk
 
 MAX_PARALLEL = 8
 
 
-@flow(name="migrate-tables", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL), log_prints=False)
+def _drop_work_tables(flow, flow_run, state) -> None:
+    """on_cancellation / on_crashed: a run stopped from outside leaves no staging tables behind."""
+    destination = (flow_run.parameters or {}).get("destination")
+    if destination:
+        drop_run_work_tables(destination, str(flow_run.id))
+
+
+@flow(name="migrate-tables", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL), log_prints=False,
+      on_cancellation=[_drop_work_tables], on_crashed=[_drop_work_tables])
 def migrate_tables(
     source: str,
     destination: str,

@@ -66,3 +66,13 @@ def discard(dest_ref: str, tables: list[str]) -> None:
         for t in tables:
             with contextlib.suppress(MigrationError):
                 dest.drop_table(t)
+
+
+def drop_run_work_tables(dest_ref: str, run_id: str) -> list[str]:
+    """Drop the staging and deleted-keys tables of an unfinished run (they carry its id in their name)."""
+    tag = run_id.replace("-", "")[:8]
+    with using(dest_ref) as (dest,):
+        doomed = [t for t in dest.list_tables() if t.endswith((f"__stage_{tag}", f"__deleted_{tag}"))]
+        for t in doomed:
+            dest.drop_table(t)
+    return doomed

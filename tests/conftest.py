@@ -138,3 +138,20 @@ def mysql_user_with_password(mysql_db):
     yield url, user, password
     with admin.cursor() as cur:
         cur.execute(f"DROP USER '{user}'@'%'")
+
+
+@pytest.fixture(scope="session")
+def prefect_stack(tmp_path_factory):
+    """A real `prefect server start` plus a process worker, with prefect.yaml deployed."""
+    from tests.prefect_server import start_stack
+    stack, stop = start_stack(tmp_path_factory.mktemp("prefect-server"))
+    yield stack
+    stop()
+
+
+@pytest.fixture
+def prefect_api(prefect_stack):
+    """Point this test's Prefect client at the real server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    with temporary_settings({PREFECT_API_URL: prefect_stack.api_url}):
+        yield prefect_stack

@@ -1,0 +1,120 @@
+"""The flows run the way Prefect users run them: deployed from prefect.yaml, picked up by a worker."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import time
+
+import psycopg
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
+from prefect.states import Cancelling, Scheduled
+
+from connectors.base import Column, TableSchema
+from tasks.state import LEDGER
+from tests.helpers import assert_rows_equal, create_table, list_tables, read_rows
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+ITEMS = TableSchema("items", (Column("id", "int64", False), Column("name", "string"),
+                              Column("price", "decimal", precision=10, scale=2)), ("id",))
+
+
+def _client():
+    return get_client(sync_client=True)
+
+
+def _wait_final(run_id, timeout=180):
+    deadline = time.monotonic() + timeout
+    with _client() as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(run_id)
+            if run.state and run.state.is_final():
+                return run
+            time.sleep(1)
+    raise AssertionError(f"flow run {run_id} not finished after {timeout} s; last state {run.state}")
+
+
+def _pg_items(url: str, rows: int) -> None:
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(10,2))")
+        c.execute("INSERT INTO items SELECT g, 'item ' || g, g * 0.5 FROM generate_series(1, %s) g", [rows])
+
+
+def test_every_flow_is_deployed_to_the_pool():
+    with _client() as client:
+        names = {(d.name, d.work_pool_name) for d in client.read_deployments()}
+        flows = {f.id: f.name for f in client.read_flows()}
+        full = {f"{flows[d.flow_id]}/{d.name}" for d in client.read_deployments()}
+    assert {"migrate-tables/on-demand", "migrate-tables/nightly-incremental", "rollback-migration/on-demand"} <= full
+    assert all(pool == "migrations" for _, pool in names)
+
+
+def test_cli_deployment_run_copies_postgres_to_clickhouse(prefect_stack, postgres_url, tmp_path):
+    _pg_items(postgres_url, 5000)
+    destination = f"chdb://{tmp_path / 'warehouse'}"
+    params = {"source": postgres_url, "destination": destination, "tables": ["items"], "chunk_rows": 2000}
+    started = time.monotonic()
+    done = prefect_stack.prefect("deployment", "run", "migrate-tables/on-demand", "--params", json.dumps(params))
+    assert done.returncode == 0, done.stderr
+    run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", done.stdout).group(1)
+
+    run = _wait_final(run_id)
+
+    assert run.state.is_completed(), run.state
+    print(f"deployment run to Completed: {time.monotonic() - started:.1f} s")
+    assert_rows_equal(ITEMS, read_rows(postgres_url, ITEMS), read_rows(destination, ITEMS))
+
+
+def test_nightly_deployment_has_runs_scheduled_at_two_utc():
+    with _client() as client:
+        dep = client.read_deployment_by_name("migrate-tables/nightly-incremental")
+        deadline, runs = time.monotonic() + 90, []
+        while time.monotonic() < deadline and not runs:
+            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
+            time.sleep(2)
+    times = sorted(r.expected_start_time.astimezone(dt.timezone.utc) for r in runs if r.state.is_scheduled())
+    assert times, "the scheduler created no runs for the cron deployment"
+    assert all((t.hour, t.minute, t.second) == (2, 0, 0) for t in times)
+    assert times[0] > dt.datetime.now(dt.timezone.utc)
+    assert all(b - a == dt.timedelta(days=1) for a, b in zip(times, times[1:]))
+
+
+def test_one_off_run_scheduled_ahead_starts_after_its_time(sqlite_url, tmp_path):
+    create_table(sqlite_url, ITEMS, [{"id": i, "name": f"n{i}", "price": None} for i in range(1, 11)])
+    when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=8)
+    with _client() as client:
+        dep = client.read_deployment_by_name("migrate-tables/on-demand")
+        run = client.create_flow_run_from_deployment(
+            dep.id, parameters={"source": sqlite_url, "destination": f"sqlite:///{tmp_path / 'out.db'}"},
+            state=Scheduled(scheduled_time=when))
+    run = _wait_final(run.id)
+    assert run.state.is_completed(), run.state
+    assert run.start_time >= when
+
+
+def test_cancelled_migration_leaves_destination_unchanged(postgres_db):
+    source, destination = postgres_db(), postgres_db()
+    _pg_items(source, 3_000_000)
+    _pg_items(destination, 3)  # what the destination held before
+    before = read_rows(destination, ITEMS)
+    with _client() as client:
+        dep = client.read_deployment_by_name("migrate-tables/on-demand")
+        run = client.create_flow_run_from_deployment(
+            dep.id, parameters={"source": source, "destination": destination, "tables": ["items"], "chunk_rows": 200_000})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # cancel once loading has begun
+            if any("__stage_" in t for t in list_tables(destination)):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the run never started loading")
+        client.set_flow_run_state(run.id, Cancelling(), force=True)
+    run = _wait_final(run.id)
+    assert run.state.is_cancelled(), run.state
+    assert read_rows(destination, ITEMS) == before
+    deadline = time.monotonic() + 30  # the on_cancellation hook drops the staging table
+    while any("__stage_" in t for t in list_tables(destination)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert sorted(t for t in list_tables(destination) if t != LEDGER) == ["items"]
