@@ -19,7 +19,7 @@ def aggregate(m: Measurement, runs: list[dict]) -> dict:
     for key in runs[0]:
         values = [r.get(key) for r in runs]
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            out[key] = max(values) if "rss" in key or "peak" in key else statistics.median(values)
+            out[key] = max(values) if any(w in key for w in ("rss", "peak", "other_cpu")) else statistics.median(values)
         else:
             out[key] = values[0]
     out["wall_s"] = statistics.median(r["wall_s"] for r in runs)
@@ -89,10 +89,11 @@ def render(results: dict[str, dict], meta: dict) -> str:
         if r.get("rss_basis") == "tools":
             note = (note + "; " if note else "") + "RSS = client tool processes"
         spread = f"{r['wall_min_s']:.2f}-{r['wall_max_s']:.2f}" if r.get("repeat", 1) > 1 else ""
+        other = f"{100 * r['other_cpu_share']:.0f}%" if "other_cpu_share" in r else "?"
         rows.append([r["name"], r["pair"], f"{r['rows']:,}", f"{r['wall_s']:.2f}", spread, f"{r['rows_per_s']:,.0f}",
-                     f"{r['peak_rss_mb']:.0f}", note])
-    lines += _table(["name", "pair", "rows", "wall s", "min-max s", "rows/s", "peak RSS MB", "notes"], rows,
-                    {2, 3, 4, 5, 6})
+                     f"{r['peak_rss_mb']:.0f}", other, note])
+    lines += _table(["name", "pair", "rows", "wall s", "min-max s", "rows/s", "peak RSS MB", "other load", "notes"],
+                    rows, {2, 3, 4, 5, 6, 7})
     if skipped:
         lines += ["", "Not measured:"] + skipped
 
@@ -130,7 +131,10 @@ def render(results: dict[str, dict], meta: dict) -> str:
                 f"-> Prefect {ov['copy_verify_prefect_ms_per_chunk']:.1f} ms per chunk",
             ]
     lines += ["", "Peak RSS: max over runs; 'self' = the measuring process (for our flow it includes imports, "
-              "the warm-up and, for PG->CH, the embedded chDB engine); database servers not counted."]
+              "the warm-up and, for PG->CH, the embedded chDB engine); database servers not counted.",
+              "Other load: the largest share of the machine's CPU used by unrelated processes (other tests, "
+              "other databases' backends) during a run of the measurement ('?' = not recorded); "
+              "when it is high, the timings are too."]
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench import config as C
 from bench import report, sources
+from bench.contention import ContentionMonitor
 from bench.measure import Measurement, registry
 
 ORDER = [  # grouped by pair: ours first, then its anchors
@@ -83,16 +84,18 @@ def run_once(m: Measurement, rows: int, run: int, profile: bool = False) -> dict
     with open(log, "w") as logf:
         proc = subprocess.Popen(cmd, cwd=C.ROOT, env=C.tool_env(), stdout=logf, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # its own group: on a time-out we end it and its children
-        try:
-            proc.wait(timeout=RUN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return {"status": "failed", "reason": f"timed out after {RUN_TIMEOUT_S} s (log: {log})"}
+        with ContentionMonitor(proc.pid) as monitor:
+            try:
+                proc.wait(timeout=RUN_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return {"status": "failed", "reason": f"timed out after {RUN_TIMEOUT_S} s (log: {log})"}
     shutil.rmtree(workdir, ignore_errors=True)
     if not out.exists():
         return {"status": "failed", "reason": f"the run exited {proc.returncode} without a result (log: {log})"}
-    return json.loads(out.read_text())
+    # over the whole child process (warm-up included), how busy the machine was with unrelated work
+    return {**json.loads(out.read_text()), **monitor.summary()}
 
 
 def describe_run(result: dict) -> str:
@@ -101,8 +104,9 @@ def describe_run(result: dict) -> str:
     if "noop_task_ms" in result:
         return (f"{result['noop_task_ms']:.1f} ms per trivial task, "
                 f"{result['copy_prefect_ms_per_chunk']:.1f} ms Prefect per chunk of our flow")
+    busy = f"; other work on the machine: {100 * result['other_cpu_share']:.0f}%" if result.get("other_cpu_share") else ""
     return (f"{result['wall_s']:.2f} s, {result['rows'] / result['wall_s']:,.0f} rows/s, "
-            f"peak RSS {result['peak_rss_mb']:.0f} MB")
+            f"peak RSS {result['peak_rss_mb']:.0f} MB{busy}")
 
 
 def versions() -> dict:

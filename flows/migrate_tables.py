@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from concurrent import futures
 from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from connectors.base import MigrationError
 from connectors.canonical import needs_json_canonical
 from tasks import state
+from tasks.concurrency import destination_lock
 from tasks.connections import close_all, using
 from tasks.copy import ChunkResult, copy_chunk
 from tasks.plan import TablePlan
@@ -51,11 +52,13 @@ def migrate_tables(
     chunk_rows: int = 250_000,
     parallel: int = 2,
     verify: bool = True,
+    destination_slots: int = 1,
 ) -> dict:
     """Migrate `tables` (default: all) from `source` to `destination`.
 
     `source` and `destination` are endpoint references: a block ("sqlalchemy-connector/name",
-    "clickhouse-endpoint/name"), "env:VAR", or a URL without a password.
+    "clickhouse-endpoint/name"), "env:VAR", or a URL without a password. At most
+    `destination_slots` runs load the same destination at once; others wait their turn.
     """
     log = get_run_logger()
     if mode not in ("full", "incremental"):
@@ -64,21 +67,12 @@ def migrate_tables(
         raise MigrationError("incremental mode needs watermark_column (a column that grows when a row changes)")
     run_id = str(flow_run.id or uuid.uuid4())
     started = time.perf_counter()
-    names = connect_test(source, destination, tables)
-    log.info("Both endpoints answer; migrating %d table(s): %s", len(names), ", ".join(names))
-    plans = [plan_table(source, destination, t, target_prefix + t, run_id, mode, watermark_column,
-                        lossy_casts or [], chunk_rows) for t in names]
-    for p in plans:
-        if p.casts:
-            log.warning("Table %s: lossy casts applied: %s", p.table, p.casts)
-    work_tables = [p.staging for p in plans]
     try:
-        report = _copy_verify_publish(source, destination, plans, run_id, mode, detect_deletes,
-                                      max(1, min(parallel, MAX_PARALLEL)), verify, work_tables, log)
-    except BaseException:
-        log.error("Run failed; restoring the destination to its state before the run")
-        _restore(destination, run_id, work_tables)
-        raise
+        names = connect_test(source, destination, tables)
+        log.info("Both endpoints answer; migrating %d table(s): %s", len(names), ", ".join(names))
+        with destination_lock(destination, destination_slots, log):
+            report = _plan_and_migrate(source, destination, names, run_id, mode, watermark_column, detect_deletes,
+                                       lossy_casts or [], target_prefix, chunk_rows, parallel, verify, log)
     finally:
         close_all()
     report["run_id"] = run_id
@@ -86,6 +80,23 @@ def migrate_tables(
     _publish_report(report)
     log.info("Done: %d rows in %.1f s; verdict %s", report["rows"], report["seconds"], report["verdict"])
     return report
+
+
+def _plan_and_migrate(source, destination, names, run_id, mode, watermark_column, detect_deletes, casts,
+                      target_prefix, chunk_rows, parallel, verify, log) -> dict:
+    plans = [plan_table(source, destination, t, target_prefix + t, run_id, mode, watermark_column, casts, chunk_rows)
+             for t in names]
+    for p in plans:
+        if p.casts:
+            log.warning("Table %s: lossy casts applied: %s", p.table, p.casts)
+    work_tables = [p.staging for p in plans]
+    try:
+        return _copy_verify_publish(source, destination, plans, run_id, mode, detect_deletes,
+                                    max(1, min(parallel, MAX_PARALLEL)), verify, work_tables, log)
+    except BaseException:
+        log.error("Run failed; restoring the destination to its state before the run")
+        _restore(destination, run_id, work_tables)
+        raise
 
 
 def _copy_verify_publish(source, destination, plans: list[TablePlan], run_id, mode, detect_deletes,
@@ -133,13 +144,12 @@ def _windowed(items: list, submit, on_done, parallel: int) -> list:
         while pending and len(in_flight) < parallel:
             plan, item = pending.pop(0)
             fut = submit(plan, item)
-            in_flight[fut.wrapped_future] = (plan, fut)
-        finished, _ = futures.wait(list(in_flight), return_when=futures.FIRST_COMPLETED)
-        for key in finished:
-            plan, fut = in_flight.pop(key)
-            result = fut.result()  # raises the task's error, after its retries
-            on_done(plan, result)
-            results.append((plan, result))
+            in_flight[fut] = plan
+        fut = next(as_completed(list(in_flight)))  # works for thread and Dask futures alike
+        plan = in_flight.pop(fut)
+        result = fut.result()  # raises the task's error, after its retries
+        on_done(plan, result)
+        results.append((plan, result))
     return results
 
 
@@ -206,3 +216,4 @@ def _report(plans, stats, deletions, verified) -> dict:
 def _publish_report(report: dict) -> None:
     create_table_artifact(key="migration-report", table=report["tables"],
                           description=f"run {report['run_id']}: {report['rows']} rows, {report['verdict']}")
+

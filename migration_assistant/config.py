@@ -32,6 +32,7 @@ class MigrationConfig(BaseModel):
     chunk_rows: int = Field(default=250_000, gt=0)
     parallel: int = Field(default=2, ge=1, le=8)
     verify: bool = True
+    destination_slots: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
     def _incremental_needs_watermark(self):

@@ -47,7 +47,8 @@ def test_every_flow_is_deployed_to_the_pool():
         names = {(d.name, d.work_pool_name) for d in client.read_deployments()}
         flows = {f.id: f.name for f in client.read_flows()}
         full = {f"{flows[d.flow_id]}/{d.name}" for d in client.read_deployments()}
-    assert {"migrate-tables/on-demand", "migrate-tables/nightly-incremental", "rollback-migration/on-demand"} <= full
+    assert {"migrate-tables/on-demand", "migrate-tables/nightly-incremental", "migrate-tables-dask/on-demand",
+            "rollback-migration/on-demand"} <= full
     assert all(pool == "migrations" for _, pool in names)
 
 
