@@ -18,7 +18,9 @@ def aggregate(m: Measurement, runs: list[dict]) -> dict:
     out = {**base, "status": "ok", "repeat": len(runs)}
     for key in runs[0]:
         values = [r.get(key) for r in runs]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        if len(set(map(str, values))) == 1:
+            out[key] = values[0]
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             out[key] = max(values) if any(w in key for w in ("rss", "peak", "other_cpu")) else statistics.median(values)
         else:
             out[key] = values[0]
@@ -72,6 +74,13 @@ def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[st
 def render(results: dict[str, dict], meta: dict) -> str:
     lines = [f"Benchmark: {meta['rows']:,} rows, median of {meta['repeat']} run(s) each; "
              f"wall = the timed call only (Prefect server start-up and imports excluded)", ""]
+    code, after = meta.get("code") or {}, meta.get("code_after") or {}
+    if code:
+        lines[-1:-1] = [f"Code measured: commit {code['commit']}"
+                        f"{' plus uncommitted changes' if code['uncommitted_changes'] else ''} (digest {code['digest']})"]
+    if after and code and after["digest"] != code["digest"]:
+        lines[-1:-1] = ["WARNING: connectors/, tasks/, flows/ or blocks/ changed while the benchmark ran "
+                        f"(digest {code['digest']} -> {after['digest']}): runs measured different code"]
     if meta.get("profiled"):
         lines[-1:-1] = ["PROFILED under py-spy (--profile): these timings are not comparable with normal runs"]
     rows, skipped = [], []

@@ -124,12 +124,30 @@ def versions() -> dict:
     return out
 
 
+CODE_DIRS = ("connectors", "tasks", "flows", "blocks")
+
+
+def code_state() -> dict:
+    """Which code is measured: the commit, and a digest of the code under test as it is on disk."""
+    import hashlib
+    digest = hashlib.sha256()
+    for d in CODE_DIRS:
+        for f in sorted((C.ROOT / d).rglob("*.py")):
+            digest.update(str(f.relative_to(C.ROOT)).encode() + f.read_bytes())
+    git = subprocess.run(["git", "-C", str(C.ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(C.ROOT), "status", "--porcelain", "--", *CODE_DIRS],
+                           capture_output=True, text=True)
+    return {"commit": git.stdout.strip() or "?", "uncommitted_changes": bool(dirty.stdout.strip()),
+            "digest": digest.hexdigest()[:12]}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv if argv is not None else sys.argv[1:])
     for key, value in C.tool_env().items():  # the Makefile sets these; so does a direct run
         os.environ.setdefault(key, value)
     chosen = select(args)
     started = time.perf_counter()
+    code_before = code_state()
     print(f"bench: {len(chosen)} measurement(s), {args.rows:,} rows, repeat {args.repeat}", flush=True)
     sources.build(args.rows, rebuild=args.rebuild, need_mariadb=any(m.needs_mariadb for m in chosen))
     shutil.rmtree(C.STATE / "runs", ignore_errors=True)
@@ -151,7 +169,7 @@ def main(argv=None) -> int:
         results[m.name] = report.aggregate(m, runs)
 
     meta = {"rows": args.rows, "repeat": args.repeat, "only": args.only, "skip_anchors": args.skip_anchors,
-            "profiled": args.profile,
+            "profiled": args.profile, "code": code_before, "code_after": code_state(),
             "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "total_s": round(time.perf_counter() - started, 1), "versions": versions()}
     print()

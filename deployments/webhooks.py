@@ -340,7 +340,7 @@ def _summary_from_artifacts(client, flow_run_id) -> Optional[dict]:
 
 
 def build_body(subscription: str, event: str, event_id: str, occurred: str, resource: dict,
-               flow_run_id: str, client) -> dict:
+               flow_run_id: str, client, progress: Optional[float] = None) -> dict:
     """The JSON body (without sent_at/attempt) for one event, from the event and the API."""
     from uuid import UUID
     our_event = _OUR_EVENT.get(event, event)
@@ -369,14 +369,10 @@ def build_body(subscription: str, event: str, event_id: str, occurred: str, reso
                 pass
         if body["state"]["name"] is None and run.state:  # progress: the run's state now
             body["state"] = {"name": run.state.name, "type": run.state.type.value, "message": None}
-        if body["state"]["type"] == "COMPLETED":
+        if our_event == "completed":
             body["summary"] = _summary_from_artifacts(client, run.id)
     if our_event == "progress":
-        art_id = resource.get("prefect.resource.id", "").removeprefix("prefect.artifact.")
-        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(id=ArtifactFilterId(any_=[UUID(art_id)])))
-        if arts and arts[0].type == "progress":
-            body["progress"] = arts[0].data
+        body["progress"] = progress
     return body
 
 
@@ -397,7 +393,7 @@ RETRY_DELAYS = (5, 15, 45, 120)  # seconds before attempts 2..5
 @flow(name=DELIVERY_FLOW, log_prints=False, persist_result=False, validate_parameters=True)
 def deliver_webhook(subscription: str, webhook_block: str, event: str, event_id: str = "", occurred: str = "",
                     resource: Optional[dict] = None, flow_run_id: str = "", secret_block: Optional[str] = None,
-                    max_attempts: int = 5) -> dict:
+                    progress: Optional[float] = None, max_attempts: int = 5) -> dict:
     """Build, sign and POST one webhook for one event. Started by the `ma-webhook/*` automations."""
     import httpx
     from prefect import get_client
@@ -411,7 +407,7 @@ def deliver_webhook(subscription: str, webhook_block: str, event: str, event_id:
         if event == PROGRESS_EVENT and not _is_progress_artifact(resource, client):
             log.info("Artifact update is not a progress artifact; nothing to send")
             return {"status": None, "skipped": True}
-        body = build_body(subscription, event, event_id, occurred, resource, flow_run_id, client)
+        body = build_body(subscription, event, event_id, occurred, resource, flow_run_id, client, progress)
     hook = Webhook.load(webhook_block)
     key = None
     if secret_block:
@@ -559,9 +555,6 @@ def _ensure_secret_block(sub: Subscription, summary: ApplySummary) -> Optional[s
         return m.group(1)
     from prefect.blocks.system import Secret
     value = _resolve_ref(sub.secret, f"webhook {sub.name!r}, secret")
-    if len(value) < MIN_SECRET_LEN:
-        raise WebhookConfigError(f"webhook {sub.name!r}, secret: the key must have at least {MIN_SECRET_LEN} "
-                                 "characters")
     label = f"block secret/{sub.block_name}"
     try:
         have = Secret.load(sub.block_name).get()
@@ -595,6 +588,8 @@ def _action(sub: Subscription, deployment_id, secret_block: Optional[str]):
         "occurred": _jinja("{{ event.occurred.isoformat() }}"),
         "resource": {"__prefect_kind": "json", "value": _jinja("{{ event.resource.root | tojson }}")},
         "flow_run_id": _jinja("{{ flow_run.id }}"),
+        # progress artifact updates carry the new value as payload.data; null for state events
+        "progress": {"__prefect_kind": "json", "value": _jinja("{{ event.payload.get('data') | tojson }}")},
     }
     return RunDeployment(source="selected", deployment_id=deployment_id, parameters=params)
 
@@ -653,23 +648,49 @@ def _owned_blocks(client, slug: str) -> dict:
             if d.name and d.name.startswith(BLOCK_PREFIX)}
 
 
+def _check_references(spec: WebhookFile) -> None:
+    """Resolve every env:/secret/ reference before anything changes, so a bad file changes nothing."""
+    problems = []
+    for sub in spec.webhooks:
+        refs = [(f"webhook {sub.name!r}, header {k}", v) for k, v in sub.headers.items()]
+        if sub.secret:
+            refs.append((f"webhook {sub.name!r}, secret", sub.secret))
+        for what, ref in refs:
+            try:
+                value = _resolve_ref(ref, what)
+            except WebhookConfigError as exc:
+                problems.append(str(exc))
+                continue
+            if ref == sub.secret and len(value) < MIN_SECRET_LEN:
+                problems.append(f"{what}: the key must have at least {MIN_SECRET_LEN} characters")
+    if problems:
+        raise WebhookConfigError("nothing was changed:\n  " + "\n  ".join(problems))
+
+
+def _referenced_blocks(spec: WebhookFile) -> set[str]:
+    """Secret blocks the file names itself (secret/NAME): never deleted, whatever their name."""
+    refs = [s.secret for s in spec.webhooks if s.secret] + [v for s in spec.webhooks for v in s.headers.values()]
+    return {m.group(1) for r in refs if (m := BLOCK_REF.match(r))}
+
+
 def apply_webhooks(path: str | Path) -> ApplySummary:
     """Make Prefect's ma-webhook objects match the subscription file at `path`; idempotent."""
     from prefect import get_client
 
     spec = load_subscriptions(path)
+    _check_references(spec)
     summary = ApplySummary()
     with get_client(sync_client=True) as client:
         existing = _owned_automations(client)
         deployment_id = _ensure_delivery_deployment(client, summary) if spec.webhooks else None
         wanted_autos: set[str] = set()
         wanted_webhook_blocks: set[str] = set()
-        wanted_secret_blocks: set[str] = set()
+        wanted_secret_blocks: set[str] = _referenced_blocks(spec)
         for sub in spec.webhooks:
             _ensure_webhook_block(sub, summary)
             wanted_webhook_blocks.add(sub.block_name)
             secret_block = _ensure_secret_block(sub, summary)
-            if secret_block == sub.block_name:
+            if secret_block:
                 wanted_secret_blocks.add(secret_block)
             for want in _desired_automations(sub, deployment_id, secret_block):
                 wanted_autos.add(want.name)

@@ -30,9 +30,10 @@ class PrefectStack:
         return subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], env=self.env, cwd=PROJECT,
                               capture_output=True, text=True, timeout=timeout)
 
-    def start_worker(self, name: str) -> subprocess.Popen:
+    def start_worker(self, name: str, queue: str = "default", limit: int | None = None) -> subprocess.Popen:
         log = open(self.home / f"worker-{name}.log", "w")
-        proc = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "migrations", "--name", name],
+        args = ["worker", "start", "--pool", "migrations", "--work-queue", queue, "--name", name]
+        proc = subprocess.Popen([str(BIN / "prefect"), *args, *(["--limit", str(limit)] if limit else [])],
                                 env=self.env, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.workers.append(proc)
         return proc

@@ -119,3 +119,58 @@ def test_cancelled_migration_leaves_destination_unchanged(postgres_db):
     while any("__stage_" in t for t in list_tables(destination)) and time.monotonic() < deadline:
         time.sleep(1)
     assert sorted(t for t in list_tables(destination) if t != LEDGER) == ["items"]
+
+
+def test_two_workers_share_five_queued_runs_each_run_once(prefect_stack, sqlite_db, tmp_path):
+    """Workers on another queue, each taking at most two runs at a time, so neither can take all five."""
+    source = sqlite_db()
+    create_table(source, ITEMS, [{"id": i, "name": f"n{i}", "price": None} for i in range(1, 101)])
+    workers = [prefect_stack.start_worker(f"share-{i}", queue="shared", limit=2) for i in (1, 2)]
+    try:
+        with _client() as client:
+            dep = client.read_deployment_by_name("migrate-tables/on-demand")
+            runs = [client.create_flow_run_from_deployment(
+                dep.id, work_queue_name="shared",
+                parameters={"source": source, "destination": f"sqlite:///{tmp_path / f'out{i}.db'}"}) for i in range(5)]
+        finished = [_wait_final(r.id, timeout=240) for r in runs]
+    finally:
+        for w in workers:
+            prefect_stack.stop_worker(w)
+    assert all(r.state.is_completed() for r in finished), [r.state for r in finished]
+    assert all(r.run_count == 1 for r in finished)
+    taken = {name: _runs_executed_by(prefect_stack.home / f"worker-share-{name}.log", runs) for name in (1, 2)}
+    assert sorted(taken[1] + taken[2]) == sorted(str(r.id) for r in runs), taken  # each run exactly once
+    assert taken[1] and taken[2], f"one worker ran everything: {taken}"
+    for i in range(5):
+        assert len(read_rows(f"sqlite:///{tmp_path / f'out{i}.db'}", ITEMS)) == 100
+
+
+def _runs_executed_by(log, runs) -> list[str]:
+    """Runs whose flow process this worker started (a worker that lost the race logs 'Aborted submission')."""
+    text = log.read_text()
+    return [str(r.id) for r in runs if f"/runs/flow-run/{r.id}" in text]
+
+
+def test_second_run_into_the_same_destination_waits_for_the_first(postgres_db):
+    source, destination = postgres_db(), postgres_db()
+    _pg_items(source, 400_000)
+    with _client() as client:
+        dep = client.read_deployment_by_name("migrate-tables/on-demand")
+        runs = [client.create_flow_run_from_deployment(
+            dep.id, parameters={"source": source, "destination": destination, "tables": ["items"],
+                                "target_prefix": f"copy{i}_", "chunk_rows": 100_000}) for i in range(2)]
+    finished = [_wait_final(r.id, timeout=240) for r in runs]
+    assert all(r.state.is_completed() for r in finished), [r.state for r in finished]
+    windows = sorted(_load_window(r.id) for r in runs)
+    assert windows[0][1] <= windows[1][0], f"loads overlapped: {windows}"
+    for i in range(2):
+        assert read_rows(destination, ITEMS, f"copy{i}_items") == read_rows(source, ITEMS)
+
+
+def _load_window(run_id):
+    """From the first staging table created to the last table published, for one flow run."""
+    from prefect.client.schemas.filters import FlowRunFilterId, TaskRunFilter, TaskRunFilterName
+    with _client() as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    stages = [t for t in tasks if t.name.startswith(("create-staging", "publish"))]
+    return min(t.start_time for t in stages), max(t.end_time for t in stages)

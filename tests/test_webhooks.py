@@ -130,6 +130,20 @@ webhooks:
     assert load_subscriptions(_write(tmp_path / "empty.yaml", "webhooks: []\n")).webhooks == []
 
 
+def test_unresolvable_or_weak_secret_fails_before_anything_changes(tmp_path, monkeypatch):
+    monkeypatch.delenv("MA_TEST_NO_SUCH_VAR", raising=False)
+    monkeypatch.setenv("MA_TEST_SHORT_KEY", "short")
+    subs = _write(tmp_path / "w.yaml", """
+webhooks:
+  - {name: a, url: "http://127.0.0.1:9/x", events: [failed], secret: "env:MA_TEST_NO_SUCH_VAR"}
+  - {name: b, url: "http://127.0.0.1:9/x", events: [failed], secret: "env:MA_TEST_SHORT_KEY"}
+""")
+    with pytest.raises(WebhookConfigError) as err:
+        apply_webhooks(subs)
+    assert "nothing was changed" in str(err.value)
+    assert "MA_TEST_NO_SUCH_VAR is not set" in str(err.value) and "at least 16 characters" in str(err.value)
+
+
 def test_signature_helpers_and_parameter_scrubbing():
     body = json.dumps({"a": 1, "sent_at": 1_800_000_000}).encode()
     headers = {"X-Migration-Signature": sign("k" * 20, body), "X-Migration-Timestamp": "1800000000"}
