@@ -92,6 +92,22 @@ def verify(source: str, destination: str, table: str, dest_table: str = typer.Op
     raise typer.Exit(code=1 if problems else 0)
 
 
+blocks_app = typer.Typer(help="Endpoint blocks: credentials live in Prefect, flows name them.")
+app.add_typer(blocks_app, name="blocks")
+
+
+@blocks_app.command("save")
+def blocks_save(file: Path = typer.Argument(..., help="YAML of endpoints; passwords come from environment variables")):
+    """Save endpoint blocks (sqlalchemy-connector / clickhouse-endpoint) from a YAML file."""
+    from blocks.save import save_endpoint_blocks
+    try:
+        saved = save_endpoint_blocks(file)
+    except MigrationError as exc:
+        _fail(exc)
+    for ref in saved:
+        typer.echo(f"saved {ref}")
+
+
 @app.command()
 def demo(workdir: Path = typer.Option(Path(".state/demo"), help="Where the demo databases go"),
          orders: int = typer.Option(1_000_000, help="Rows in the orders table")):

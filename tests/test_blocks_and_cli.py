@@ -88,3 +88,22 @@ def test_cli_demo_small(tmp_path):
     done = _cli("demo", "--orders", "20000", "--workdir", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert "orders" in done.stdout and "verified" in done.stdout
+
+
+def test_blocks_saved_from_yaml_and_environment(tmp_path, monkeypatch, postgres_url, sqlite_url):
+    from blocks.resolve import resolve_endpoint
+    from prefect.blocks.core import Block
+    secret = "Pg-Secret-Not-In-The-File"
+    monkeypatch.setenv("MA_TEST_SOURCE_URL", postgres_url.replace("postgres@", f"postgres:{secret}@"))
+    spec = tmp_path / "endpoints.yaml"
+    spec.write_text(f"endpoints:\n  ma-src:\n    url_env: MA_TEST_SOURCE_URL\n"
+                    f"  ma-dw:\n    engine: clickhouse\n    path: {tmp_path / 'dw'}\n")
+    done = _cli("blocks", "save", str(spec))
+    assert done.returncode == 0, done.stderr
+    assert "saved sqlalchemy-connector/ma-src" in done.stdout and "saved clickhouse-endpoint/ma-dw" in done.stdout
+    assert secret not in done.stdout + done.stderr
+    assert resolve_endpoint("sqlalchemy-connector/ma-src").secret() == secret
+    assert secret not in repr(Block.load("sqlalchemy-connector/ma-src").model_dump())  # stored as SecretStr
+    create_table(postgres_url, PEOPLE, [{"id": 1, "name": "via blocks"}])
+    report = migrate_tables(source="sqlalchemy-connector/ma-src", destination="clickhouse-endpoint/ma-dw")
+    assert report["rows"] == 1
