@@ -63,7 +63,8 @@ Body (keys always present, null when unknown)::
                                     # passwords in URL user-info replaced by ***
      "summary": {"rows": 10, "verdict": "verified", "tables": [{"table": ..., "rows": ..., ...}]},
                                     # from the run's `migration-report` artifact; null unless completed
-     "progress": null,              # percent, for `progress` events only
+     "progress": null,              # percent at the time of the event, for `progress` events only
+                                    # (for those, `state` is the run's state when the delivery ran)
      "sent_at": 1790000000, "attempt": 1}
 
 Verify with `verify_signature(key, raw_body, headers)`: recompute the HMAC over the raw bytes

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from connectors.base import MigrationError
+from migration_assistant.webhooks_cli import app as webhooks_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Move tables between databases as verified, reversible Prefect flows.")
@@ -92,6 +93,7 @@ def verify(source: str, destination: str, table: str, dest_table: str = typer.Op
     raise typer.Exit(code=1 if problems else 0)
 
 
+app.add_typer(webhooks_app, name="webhooks")
 blocks_app = typer.Typer(help="Endpoint blocks: credentials live in Prefect, flows name them.")
 app.add_typer(blocks_app, name="blocks")
 

@@ -12,6 +12,7 @@ import json
 import secrets
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from prefect import get_client
@@ -128,6 +129,8 @@ webhooks:
   - {{name: loop, url: "http://127.0.0.1:9/x", events: [completed], flows: [{DELIVERY_FLOW}]}}
 """))
     assert load_subscriptions(_write(tmp_path / "empty.yaml", "webhooks: []\n")).webhooks == []
+    example = load_subscriptions(Path(__file__).resolve().parent.parent / "deployments" / "webhooks.example.yaml")
+    assert [w.name for w in example.webhooks] == ["ops-channel", "data-team"]
 
 
 def test_unresolvable_or_weak_secret_fails_before_anything_changes(tmp_path, monkeypatch):
@@ -229,8 +232,10 @@ webhooks:
     with get_client(sync_client=True) as client:
         from prefect.client.schemas.filters import FlowFilter, FlowFilterName, LogFilter, LogFilterFlowRunId
         deliveries = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[DELIVERY_FLOW])))
+        assert len(deliveries) == 2, [d.parameters for d in deliveries]
+        deliveries = list(_wait_final([d.id for d in deliveries], timeout=30).values())
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[d.id for d in deliveries])))
-    assert len(deliveries) == 2 and all(d.state.is_completed() for d in deliveries)
+    assert all(d.state.is_completed() for d in deliveries), [d.state for d in deliveries]
     text = json.dumps([d.parameters for d in deliveries]) + "\n".join(l.message for l in logs)
     assert "Delivered completed" in text and key not in text
 
@@ -251,7 +256,9 @@ webhooks:
     assert sorted(json.loads(applied.output)["deleted"]) == [
         "automation ma-webhook/ops-test", "block secret/ma-webhook-ops-test", "block webhook/ma-webhook-ops-test"]
     with get_client(sync_client=True) as client:
-        assert client.read_automation(first.automations["ma-webhook/ops-test"]) is None
+        remaining = {str(a.id): a.name for a in client.read_automations()}
+        assert first.automations["ma-webhook/ops-test"] not in remaining
+        assert not [n for n in remaining.values() if n.startswith("ma-webhook/")]
         names = {d.name for d in client.read_block_documents()}
         assert not {n for n in names if n.startswith("ma-webhook-")}
         assert client.read_deployment_by_name("migrate-tables/on-demand")  # untouched
