@@ -1,6 +1,8 @@
 """One module per engine behind one protocol (connectors.base.Connector)."""
 from __future__ import annotations
 
+import sys
+
 from connectors.base import Connector
 from connectors.endpoint import Endpoint
 
@@ -20,3 +22,10 @@ def connect(endpoint: Endpoint) -> Connector:
     else:
         raise ValueError(f"unsupported engine {endpoint.engine!r}; supported: {', '.join(ENGINES)}")
     return cls(endpoint)
+
+
+def release_embedded() -> None:
+    """Close embedded ClickHouse engines (chDB locks its folder per process); nothing to do if none opened."""
+    module = sys.modules.get("connectors.clickhouse")
+    if module is not None:
+        module.close_embedded()

@@ -52,6 +52,15 @@ def _embedded_client(path: str, database: str):
         return _EMBEDDED[(path, database)]
 
 
+def close_embedded() -> None:
+    """Release every embedded engine this process opened, so other processes can open the folder."""
+    with _EMBEDDED_LOCK:
+        for key in list(_EMBEDDED):
+            client, lock = _EMBEDDED.pop(key)
+            with lock:
+                client.close()
+
+
 class ClickHouseConnector(SqlConnector):
     engine = "clickhouse"
     quote_char = "`"

@@ -49,5 +49,7 @@ def using(*refs: str):
 
 
 def close_all() -> None:
+    """Close this thread's connectors and any embedded ClickHouse engine (it locks its folder)."""
     for ref in list(_cache()):
         forget(ref)
+    connectors.release_embedded()
