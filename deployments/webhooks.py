@@ -90,6 +90,8 @@ from pydantic import (AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError,
 
 from prefect import flow, get_run_logger
 
+from deployments.setup import pool_name
+
 PROJECT = Path(__file__).resolve().parent.parent
 PREFIX = "ma-webhook"
 AUTOMATION_PREFIX = f"{PREFIX}/"          # automation names: ma-webhook/<name>[/progress]
@@ -497,14 +499,9 @@ def _resolve_ref(ref: str, what: str) -> str:
     return ref
 
 
-def _pool_name() -> str:
-    spec = yaml.safe_load((PROJECT / "prefect.yaml").read_text())
-    return spec["definitions"]["work_pool"]["name"]
-
-
 def _ensure_delivery_deployment(client, summary: ApplySummary, pool: str | None = None):
     from prefect.utilities.callables import parameter_schema
-    pool = pool or _pool_name()
+    pool = pool or pool_name()
     pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT)}}]
     schema = parameter_schema(deliver_webhook).model_dump_for_openapi()
     label = f"deployment {DELIVERY_FLOW}/{DELIVERY_DEPLOYMENT}"
