@@ -21,7 +21,7 @@ OUR_DATABASES = (C.SRC_DB, C.DST_DB, "postgres")
 
 
 class ContentionMonitor:
-    def __init__(self, root_pid: int, interval: float = 0.5):
+    def __init__(self, root_pid: int, interval: float = 1.0):
         self.root_pid, self.interval = root_pid, interval
         self.ours: set[int] = {root_pid, os.getpid()}
         self.cpu: dict[int, tuple[float, float]] = {}  # pid -> (cpu seconds at first sight, last seen)
