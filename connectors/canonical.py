@@ -7,8 +7,10 @@ a checksum computed on PostgreSQL equals the one computed on ClickHouse.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
+import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,10 +40,24 @@ def arrow_schema(schema: TableSchema) -> pa.Schema:
     return pa.schema([pa.field(c.name, arrow_type(c)) for c in schema.columns])
 
 
+_LONG_NUMBER = re.compile(r"\d{16,}")
+
+
+def _canonical_document(text: str | None) -> str | None:
+    """Sorted keys, no whitespace. orjson is ~7x faster, but reads integers past 64 bits as floats,
+    so documents with long numbers take the exact (slower) json path."""
+    if text is None:
+        return None
+    if not _LONG_NUMBER.search(text):
+        try:
+            return orjson.dumps(orjson.loads(text), option=orjson.OPT_SORT_KEYS).decode()
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+            pass
+    return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(arr: pa.Array) -> pa.Array:
-    def norm(v):
-        return None if v is None else json.dumps(json.loads(v), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return pa.array([norm(v) for v in arr.to_pylist()], pa.string())
+    return pa.array([_canonical_document(v) for v in arr.to_pylist()], pa.string())
 
 
 def conform_array(arr: pa.Array, col: Column, json_canonical: bool = False) -> pa.Array:

@@ -154,15 +154,23 @@ def _windowed(items: list, submit, on_done, parallel: int) -> list:
 
 
 class Progress:
-    """The run's progress artifact, advanced one step per chunk copied and per chunk verified."""
+    """The run's progress artifact, advanced one step per chunk copied and per chunk verified.
+
+    The artifact is written at most once a second (and at the end): each write is an API call.
+    """
+
+    INTERVAL = 1.0
 
     def __init__(self, steps: int, tables: int):
-        self.steps, self.done = max(steps, 1), 0
+        self.steps, self.done, self.written = max(steps, 1), 0, 0.0
         self.id = create_progress_artifact(progress=0.0, description=f"chunks of {tables} table(s) copied and verified")
 
     def step(self) -> None:
         self.done += 1
-        update_progress_artifact(self.id, progress=round(100.0 * self.done / self.steps, 1))
+        now = time.monotonic()
+        if now - self.written >= self.INTERVAL or self.done == self.steps:
+            self.written = now
+            update_progress_artifact(self.id, progress=round(100.0 * self.done / self.steps, 1))
 
 
 class TableStats:
