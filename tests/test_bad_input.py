@@ -7,7 +7,6 @@ import sys
 import uuid
 
 import psycopg
-import pymysql
 import pytest
 
 from connectors.base import ConnectionFailed, LossyConversion, MigrationError, TableNotFound, UnsupportedType

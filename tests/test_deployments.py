@@ -172,7 +172,7 @@ def test_second_run_into_the_same_destination_waits_for_the_first(postgres_db):
 
 def _load_window(run_id):
     """From the first staging table created to the last table published, for one flow run."""
-    from prefect.client.schemas.filters import FlowRunFilterId, TaskRunFilter, TaskRunFilterName
+    from prefect.client.schemas.filters import FlowRunFilterId
     with _client() as client:
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
     stages = [t for t in tasks if t.name.startswith(("create-staging", "publish"))]
