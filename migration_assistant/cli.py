@@ -111,6 +111,33 @@ def blocks_save(file: Path = typer.Argument(..., help="YAML of endpoints; passwo
 
 
 @app.command()
+def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for every interface)"),
+          port: int = typer.Option(8000, help="TCP port"),
+          workers: int = typer.Option(1, help="Server processes (rate limits are counted per process)"),
+          auth_enabled: bool = typer.Option(False, "--auth-enabled", help="Require a token or API key"),
+          jwt_secret: str = typer.Option(None, envvar="MA_JWT_SECRET", show_default=False,
+                                         help="Token signing secret (required with --auth-enabled outside development)"),
+          store_url: str = typer.Option(None, envvar="MA_STORE_URL", help="The API's own store (default SQLite)")):
+    """Serve the REST API (Migration Assistant, Jarvis and Schema Orchestrator contracts) on Prefect."""
+    import os
+
+    import uvicorn
+
+    from api_shim.settings import ConfigurationError, get_settings
+    os.environ["MA_AUTH_ENABLED"] = "true" if auth_enabled else "false"
+    if jwt_secret:
+        os.environ["MA_JWT_SECRET"] = jwt_secret
+    if store_url:
+        os.environ["MA_STORE_URL"] = store_url
+    get_settings.cache_clear()
+    try:
+        get_settings()
+    except ConfigurationError as exc:
+        _fail(exc)
+    uvicorn.run("api_shim.app:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+@app.command()
 def demo(workdir: Path = typer.Option(Path(".state/demo"), help="Where the demo databases go"),
          orders: int = typer.Option(1_000_000, help="Rows in the orders table")):
     """Build a SQLite shop, migrate it into embedded ClickHouse, verify, print the report."""

@@ -155,3 +155,12 @@ def prefect_api(prefect_stack):
     from prefect.settings import PREFECT_API_URL, temporary_settings
     with temporary_settings({PREFECT_API_URL: prefect_stack.api_url}):
         yield prefect_stack
+
+
+@pytest.fixture(scope="session")
+def api_server(prefect_stack, tmp_path_factory):
+    """The REST API (auth on, development users admin/admin123 and testuser/test123) on a real uvicorn."""
+    from tests.api_server import start_api
+    server, stop = start_api(prefect_stack.env, tmp_path_factory.mktemp("api"))
+    yield server
+    stop()

@@ -1,0 +1,64 @@
+"""The FastAPI app serving the documented REST contracts on top of Prefect.
+
+    uvicorn --factory api_shim.app:create_app       (or: migration-assistant serve)
+
+Routers, one per area: Migration Assistant (system, auth, migrations, presets/templates/validation,
+webhooks/analytics), Jarvis operations (/api/...), Schema Orchestrator (/api/v1/...).
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from prefect.client.orchestration import get_client
+
+from api_shim import errors, ratelimit
+from api_shim.bootstrap import seed
+from api_shim.routers import jarvis, schema_orchestrator
+from api_shim.routers.migration_assistant import auth, migrations, presets, system, webhooks
+from api_shim.settings import get_settings
+from api_shim.store.db import async_engine, sessionmaker_for, upgrade
+
+VERSION = "1.0.0"
+SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+ROUTERS = [system.router, auth.router, migrations.router, presets.router, webhooks.router,
+           jarvis.router, schema_orchestrator.router]
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI):
+    settings = get_settings()
+    upgrade(settings.store_url)
+    engine = async_engine(settings.store_url)
+    app.state.sessions = sessionmaker_for(engine)
+    await seed(app.state.sessions, settings)
+    async with get_client() as client:
+        app.state.prefect = client
+        yield
+    await engine.dispose()
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()  # refuses to start with unsafe settings
+    app = FastAPI(title="Migration Assistant API", version=VERSION, lifespan=lifespan,
+                  description="Table and schema migrations as Prefect flows, behind the documented REST contracts.",
+                  responses=errors.ERROR_RESPONSES)
+    app.state.settings = settings
+    errors.install(app)
+    ratelimit.install(app)
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"])
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next):
+        given = request.headers.get("x-request-id", "")
+        request.state.request_id = given if SAFE_REQUEST_ID.fullmatch(given) else f"req-{uuid.uuid4().hex[:12]}"
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = request.state.request_id
+        return response
+
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

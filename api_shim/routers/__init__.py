@@ -1,0 +1,1 @@
+"""One router per documented contract (or per area of a big one)."""

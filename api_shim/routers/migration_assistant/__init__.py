@@ -1,0 +1,1 @@
+"""Migration Assistant contract: one router per area."""

@@ -1,0 +1,2 @@
+"""Imports every model module so that Base.metadata knows all tables (Alembic and tests use this)."""
+from api_shim.store import models  # noqa: F401
