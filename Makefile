@@ -11,7 +11,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export MA_PROJECT_DIR := $(CURDIR)
 POOL := migrations
 
-.PHONY: demo test bench install clean server worker deploy
+.PHONY: demo test bench bench-api install clean server worker deploy serve
 
 $(BIN)/migration-assistant: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ test: install
 
 bench: install
 	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
+
+bench-api: install   ## status endpoint under load while a migration runs (PostgreSQL needed)
+	$(BIN)/python -m bench.api_status $(BENCH_ARGS)
+
+serve: install   ## the REST API on http://127.0.0.1:8000 (needs PREFECT_API_URL and a worker for runs)
+	$(BIN)/migration-assistant serve $(SERVE_ARGS)
 
 server: install   ## a local Prefect server with the UI on http://127.0.0.1:4200
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
