@@ -49,6 +49,29 @@ class VerificationFailed(MigrationError):
     pass
 
 
+class DdlFailed(MigrationError):
+    """A schema-migration statement failed. `index` is the statement's place in the list it was
+    run from; `position` (1-based character) or `line` (1-based) locate the error within that
+    statement when the engine reports it. Lock timeouts and lost connections are transient."""
+
+    def __init__(self, message: str, index: int | None = None, position: int | None = None,
+                 line: int | None = None, transient: bool = False, detail: str = ""):
+        super().__init__(message)
+        self.index, self.position, self.line, self.transient = index, position, line, transient
+        self.detail = detail or message  # the engine's own words, without endpoint or statement number
+
+
+@dataclass(frozen=True)
+class DdlLock:
+    """What an engine does when running one kind of DDL: the lock it takes, whether that blocks
+    writes (or reads) for the whole operation, and what to do instead."""
+
+    lock: str
+    blocks_writes: bool = False
+    rewrites: bool = False  # the table is copied or rewritten (duration grows with table size)
+    recommendation: str = ""
+
+
 @dataclass(frozen=True)
 class Column:
     name: str

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.base import (
-    Column, ConnectionFailed, LossyConversion, MigrationError, RowFilter, TableNotFound, TableSchema,
+    Column, ConnectionFailed, DdlFailed, DdlLock, LossyConversion, MigrationError, RowFilter, TableNotFound, TableSchema,
     TransientError, UnsupportedType,
 )
 from connectors.canonical import conform
@@ -239,6 +239,68 @@ class ClickHouseConnector(SqlConnector):
         with self.errors(f"loading {schema.name}"):
             self.client.insert_arrow(schema.name, pa.Table.from_batches([batch]),
                                      settings={"input_format_arrow_skip_columns_with_unsupported_types_in_schema_inference": 0})
+
+    # --- schema migrations ------------------------------------------------------
+    sqlglot_dialect = "clickhouse"
+    transactional_ddl = False
+    schema_copy_sql = "CREATE TABLE {new} AS {old}"
+    ddl_locks = {
+        "create_index": DdlLock("metadata only; the skip index applies to new parts (MATERIALIZE INDEX builds old ones)"),
+        "drop_index": DdlLock("metadata only"),
+        "add_column": DdlLock("metadata only; old parts read the default"),
+        "add_column_rewrite": DdlLock("metadata only; old parts compute the default on read"),
+        "add_not_null_no_default": DdlLock("metadata only"),
+        "alter_column_type": DdlLock("a mutation rewrites every part in the background", rewrites=True,
+                                     recommendation="watch system.mutations; run it when merges are quiet"),
+        "set_not_null": DdlLock("a mutation rewrites every part", rewrites=True),
+        "add_constraint": DdlLock("metadata only; checked on insert"),
+        "drop_column": DdlLock("metadata, then parts rewritten in the background; the data is lost", rewrites=True),
+        "drop_table": DdlLock("the table and its data are removed"),
+        "truncate": DdlLock("every part is removed"),
+        "rename": DdlLock("atomic rename; clients using the old name break"),
+        "create_table": DdlLock("none on existing tables"),
+        "alter_other": DdlLock("metadata change or background mutation"),
+    }
+
+    def run_ddl(self, statements, in_transaction, lock_timeout_s, statement_timeout_s, rollback=False) -> None:
+        if rollback:
+            raise MigrationError(f"{self.endpoint.label}: ClickHouse DDL cannot be rolled back")
+        settings = {"lock_acquire_timeout": max(1, int(lock_timeout_s)),
+                    "max_execution_time": max(1, int(statement_timeout_s)), "mutations_sync": 2}
+        for index, statement in enumerate(statements):
+            try:
+                with self.lock:
+                    self.client.command(statement, settings=settings)
+            except Exception as exc:
+                text = self.endpoint.redact(str(exc))
+                position = re.search(r"failed at position (\d+)", text)
+                raise DdlFailed(f"{self.endpoint.label}: statement {index + 1} failed: {text.strip()[:2000]}",
+                                detail=text.strip()[:2000], index=index, position=int(position.group(1)) if position else None,
+                                transient=any(s in text for s in ("Connection", "timed out", "TIMEOUT", "NETWORK_ERROR"))
+                                ) from None
+
+    def default_probes(self) -> list[str]:
+        return ["SELECT count() FROM system.tables WHERE database = currentDatabase()", "SELECT sum(rows) FROM "
+                "system.parts WHERE database = currentDatabase() AND active"]
+
+    def health(self) -> dict:
+        """Open TCP/HTTP/MySQL connections; replication lag is the largest replica delay (system.replicas)."""
+        active = self.query("SELECT toUInt64(sum(value)) FROM system.metrics WHERE metric IN "
+                            "('TCPConnection', 'HTTPConnection', 'MySQLConnection', 'PostgreSQLConnection')")[0][0]
+        replicas, lag = self.query("SELECT count(), max(absolute_delay) FROM system.replicas")[0]
+        return {"active_connections": int(active or 0), "replicating": None if not replicas else True,
+                "replication_lag_seconds": float(lag) if replicas else None}
+
+    def table_size(self, table: str) -> tuple[int, int]:
+        row = self.query("SELECT sum(rows), sum(bytes_on_disk) FROM system.parts WHERE database = currentDatabase() "
+                         "AND table = %s AND active", [table])
+        return (int(row[0][0] or 0), int(row[0][1] or 0)) if row else (0, 0)
+
+    def history_types(self) -> tuple[str, str]:
+        return "String", "DateTime64(6, 'UTC')"
+
+    def history_table_suffix(self) -> str:
+        return " ENGINE = MergeTree ORDER BY (migration_name, applied_at)"
 
     def watermark_param(self, value):
         return value.replace(tzinfo=None) if hasattr(value, "tzinfo") and value.tzinfo else value

@@ -15,6 +15,13 @@ ENGINE_ALIASES = {
     "clickhouse+http": "clickhouse", "clickhouse+https": "clickhouse",
 }
 DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306, "clickhouse": 8123}
+# keys of `Host=h;Port=5432;Database=app;Username=u;Password=p` connection strings (ADO.NET/Npgsql style)
+_KV_KEYS = {
+    "host": "host", "server": "host", "data source": "host", "port": "port", "database": "database",
+    "initial catalog": "database", "db": "database", "username": "user", "user": "user", "user id": "user",
+    "userid": "user", "uid": "user", "password": "password", "pwd": "password", "path": "path",
+    "ssl mode": "ssl", "sslmode": "ssl", "secure": "ssl",
+}
 
 
 @dataclass
@@ -71,3 +78,35 @@ class Endpoint:
             password=SecretStr(unquote(parts.password) if parts.password else ""),
             database=parts.path.lstrip("/") or None, secure=scheme.endswith("https"), label=label,
         )
+
+    @classmethod
+    def from_connection_string(cls, text: str, engine: str | None = None, label: str = "") -> "Endpoint":
+        """A URL, or `Host=h;Port=5432;Database=app;Username=u;Password=p` (keys case-insensitive;
+        Server, User Id, Uid, Pwd, Initial Catalog also accepted). `engine` (PostgreSQL, MySQL, MariaDB,
+        ClickHouse, any alias) is needed for the key=value form. Errors never quote the password."""
+        text = (text or "").strip()
+        if "://" in text:
+            return cls.from_url(text, label=label)
+        kind = ENGINE_ALIASES.get((engine or "").strip().lower())
+        if kind is None:
+            raise MigrationError(f"endpoint {label or 'connection string'}: unknown database type {engine!r}; "
+                                 f"expected one of {', '.join(sorted(ENGINE_ALIASES))}")
+        values: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in text.split(";"))):
+            key, sep, value = part.partition("=")
+            name = _KV_KEYS.get(key.strip().lower())
+            if not sep or name is None:
+                raise MigrationError(f"endpoint {label or 'connection string'}: cannot read "
+                                     f"{key.strip()!r}; expected Key=Value pairs such as Host=, Port=, Database=, "
+                                     "Username=, Password=")
+            values[name] = value.strip()
+        if "host" not in values and "path" not in values:
+            raise MigrationError(f"endpoint {label or 'connection string'}: Host= is missing")
+        try:
+            port = int(values["port"]) if values.get("port") else None
+        except ValueError:
+            raise MigrationError(f"endpoint {label or 'connection string'}: Port={values['port']!r} is not a number") from None
+        secure = values.get("ssl", "").lower() in ("require", "true", "verify-full", "verify-ca", "1", "yes")
+        return cls(engine=kind, host=values.get("host"), port=port, user=values.get("user"),
+                   password=SecretStr(values.get("password", "")), database=values.get("database"),
+                   path=values.get("path"), secure=secure, label=label)

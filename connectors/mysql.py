@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pymysql
 
 from connectors.base import (
-    Column, ConnectionFailed, LossyConversion, MigrationError, RowFilter, TableNotFound, TableSchema,
+    Column, ConnectionFailed, DdlFailed, DdlLock, LossyConversion, MigrationError, RowFilter, TableNotFound, TableSchema,
     TransientError, UnsupportedType,
 )
 from connectors.canonical import conform
@@ -245,6 +245,80 @@ class MySQLConnector(SqlConnector):
 
     def watermark_param(self, value):
         return value.replace(tzinfo=None) if hasattr(value, "tzinfo") and value.tzinfo else value
+
+    # --- schema migrations ------------------------------------------------------
+    sqlglot_dialect = "mysql"
+    transactional_ddl = False  # every DDL statement commits on its own
+    ddl_locks = {
+        "create_index": DdlLock("online (ALGORITHM=INPLACE, LOCK=NONE): brief metadata lock, writes continue"),
+        "drop_index": DdlLock("brief metadata lock"),
+        "add_column": DdlLock("INSTANT or INPLACE: brief metadata lock"),
+        "add_column_rewrite": DdlLock("table rebuilt (INPLACE), brief metadata locks", rewrites=True),
+        "add_not_null_no_default": DdlLock("table rebuilt; existing rows get the type's zero value", rewrites=True),
+        "alter_column_type": DdlLock("ALGORITHM=COPY: table copied, writes blocked (LOCK=SHARED)", blocks_writes=True,
+                                     rewrites=True, recommendation="use an online schema-change tool (gh-ost, "
+                                     "pt-online-schema-change) or a new column with a backfill"),
+        "set_not_null": DdlLock("table rebuilt (INPLACE)", rewrites=True),
+        "add_constraint": DdlLock("foreign keys: INPLACE with foreign_key_checks=0, otherwise COPY", blocks_writes=True,
+                                  recommendation="add it with SET foreign_key_checks = 0 where you can"),
+        "drop_column": DdlLock("table rebuilt (INPLACE); the data is lost", rewrites=True),
+        "drop_table": DdlLock("exclusive metadata lock; the data is lost"),
+        "truncate": DdlLock("exclusive metadata lock; every row is removed"),
+        "rename": DdlLock("exclusive metadata lock (brief); clients using the old name break"),
+        "create_table": DdlLock("none on existing tables"),
+        "alter_other": DdlLock("metadata lock; may copy the table"),
+    }
+
+    def run_ddl(self, statements, in_transaction, lock_timeout_s, statement_timeout_s, rollback=False) -> None:
+        if rollback:
+            raise MigrationError(f"{self.endpoint.label}: MySQL DDL commits at once and cannot be rolled back")
+        timeout = "max_statement_time" if self._is_mariadb else "max_execution_time"
+        limit = statement_timeout_s if self._is_mariadb else int(statement_timeout_s * 1000)
+        current = None
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(f"SET SESSION lock_wait_timeout = {max(1, int(lock_timeout_s))}, "
+                            f"innodb_lock_wait_timeout = {max(1, int(lock_timeout_s))}, {timeout} = {limit}")
+                try:
+                    for current, statement in enumerate(statements):
+                        cur.execute(statement)
+                finally:
+                    with contextlib.suppress(pymysql.MySQLError):
+                        cur.execute(f"SET SESSION lock_wait_timeout = DEFAULT, innodb_lock_wait_timeout = DEFAULT, "
+                                    f"{timeout} = DEFAULT")
+        except pymysql.MySQLError as exc:
+            code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+            text = self.endpoint.redact(str(exc.args[1] if len(exc.args) > 1 else exc))
+            line = re.search(r"at line (\d+)", text)
+            what = "a timeout setting" if current is None else f"statement {current + 1}"
+            raise DdlFailed(f"{self.endpoint.label}: {what} failed: {text}", detail=text, index=current,
+                            line=int(line.group(1)) if line else None,
+                            transient=code in TRANSIENT_CODES or isinstance(exc, pymysql.err.InterfaceError)) from None
+
+    def default_probes(self) -> list[str]:
+        return ["SELECT count(*) FROM information_schema.processlist", "SELECT count(*) FROM "
+                "information_schema.tables WHERE table_schema = DATABASE()"]
+
+    def health(self) -> dict:
+        """Connected threads; replication lag from the replica status (Seconds_Behind_Master/Source)."""
+        active = int(self.query("SHOW GLOBAL STATUS LIKE 'Threads_connected'")[0][1])
+        with self.errors("health"), self.conn.cursor(pymysql.cursors.DictCursor) as cur:
+            cur.execute("SHOW SLAVE STATUS" if self._is_mariadb else "SHOW REPLICA STATUS")
+            status = cur.fetchall()
+        if not status:
+            return {"active_connections": active, "replication_lag_seconds": None, "replicating": None}
+        lags = [r.get("Seconds_Behind_Master", r.get("Seconds_Behind_Source")) for r in status]
+        running = all(r.get("Slave_SQL_Running", r.get("Replica_SQL_Running")) == "Yes" for r in status)
+        return {"active_connections": active, "replicating": running,
+                "replication_lag_seconds": None if any(x is None for x in lags) else float(max(lags))}
+
+    def table_size(self, table: str) -> tuple[int, int]:
+        row = self.query("SELECT table_rows, data_length + index_length FROM information_schema.tables "
+                         "WHERE table_schema = DATABASE() AND table_name = %s", [table])
+        return (int(row[0][0] or 0), int(row[0][1] or 0)) if row else (0, 0)
+
+    def history_types(self) -> tuple[str, str]:
+        return "VARCHAR(255)", "DATETIME(6)"
 
 
 def _python_values(arr: pa.Array) -> list:

@@ -14,7 +14,7 @@ import pyarrow.csv as pacsv
 from psycopg import sql as psql
 
 from connectors.base import (
-    Column, ConnectionFailed, LossyConversion, MigrationError, RowFilter, TableNotFound, TableSchema,
+    Column, ConnectionFailed, DdlFailed, DdlLock, LossyConversion, MigrationError, RowFilter, TableNotFound, TableSchema,
     TransientError, UnsupportedType,
 )
 from connectors.canonical import conform
@@ -208,6 +208,128 @@ class PostgresConnector(SqlConnector):
         copy = f"COPY {self.q(schema.name)} ({self.columns_sql(schema)}) FROM STDIN (FORMAT csv)"
         with self.errors(f"loading {schema.name}"), self.conn.cursor().copy(copy) as cp:
             cp.write(buf.getbuffer())
+
+    # --- schema migrations ------------------------------------------------------
+    sqlglot_dialect = "postgres"
+    transactional_ddl = True
+    ddl_locks = {
+        "create_index": DdlLock("SHARE on the table: blocks writes for the whole build", blocks_writes=True,
+                                recommendation="use CREATE INDEX CONCURRENTLY (reads and writes continue)"),
+        "create_index_concurrently": DdlLock("SHARE UPDATE EXCLUSIVE: reads and writes continue"),
+        "drop_index": DdlLock("ACCESS EXCLUSIVE on the table (brief)",
+                              recommendation="use DROP INDEX CONCURRENTLY"),
+        "drop_index_concurrently": DdlLock("SHARE UPDATE EXCLUSIVE: reads and writes continue"),
+        "add_column": DdlLock("ACCESS EXCLUSIVE (brief, catalog only)"),
+        "add_column_rewrite": DdlLock("ACCESS EXCLUSIVE for a full table rewrite", blocks_writes=True, rewrites=True,
+                                      recommendation="add the column without a volatile default, then backfill in batches"),
+        "add_not_null_no_default": DdlLock("ACCESS EXCLUSIVE; fails if the table has rows",
+                                           recommendation="add the column nullable or with a default"),
+        "alter_column_type": DdlLock("ACCESS EXCLUSIVE for a full table rewrite (reads and writes blocked)",
+                                     blocks_writes=True, rewrites=True,
+                                     recommendation="add a new column, backfill in batches, then switch over"),
+        "set_not_null": DdlLock("ACCESS EXCLUSIVE while the whole table is scanned", blocks_writes=True,
+                                recommendation="add a CHECK (col IS NOT NULL) NOT VALID constraint and VALIDATE it first"),
+        "add_constraint": DdlLock("SHARE ROW EXCLUSIVE while existing rows are checked", blocks_writes=True,
+                                  recommendation="add it NOT VALID, then VALIDATE CONSTRAINT separately"),
+        "drop_column": DdlLock("ACCESS EXCLUSIVE (brief, catalog only); the data is lost"),
+        "drop_table": DdlLock("ACCESS EXCLUSIVE; the data is lost"),
+        "truncate": DdlLock("ACCESS EXCLUSIVE; every row is removed"),
+        "rename": DdlLock("ACCESS EXCLUSIVE (brief); clients using the old name break"),
+        "create_table": DdlLock("none on existing tables"),
+        "alter_other": DdlLock("ACCESS EXCLUSIVE (most ALTER TABLE forms)"),
+    }
+    _CONCURRENTLY = re.compile(r"(?is)^\s*((?:CREATE\s+(?:UNIQUE\s+)?INDEX|DROP\s+INDEX|REINDEX\s+\w+))\s+CONCURRENTLY\b")
+    _NO_TRANSACTION = re.compile(r"(?is)^\s*(VACUUM|CREATE\s+DATABASE|DROP\s+DATABASE|ALTER\s+SYSTEM|CLUSTER\b(?!.*\bON\b))")
+
+    def runs_outside_transaction(self, statement: str) -> bool:
+        return bool(self._CONCURRENTLY.search(statement) or self._NO_TRANSACTION.search(statement))
+
+    def transactional_equivalent(self, statement: str) -> str | None:
+        """CONCURRENTLY dropped (same effect, stronger lock, inside the rolled-back dry run); VACUUM and
+        database-level statements have no transactional form and are skipped."""
+        if self._CONCURRENTLY.search(statement):
+            return self._CONCURRENTLY.sub(r"\1", statement, count=1)
+        return None if self._NO_TRANSACTION.search(statement) else statement
+
+    def run_ddl(self, statements, in_transaction, lock_timeout_s, statement_timeout_s, rollback=False) -> None:
+        scope = "LOCAL " if in_transaction else ""
+        settings = [f"SET {scope}lock_timeout = {int(lock_timeout_s * 1000)}",
+                    f"SET {scope}statement_timeout = {int(statement_timeout_s * 1000)}"]
+        current = None
+        try:
+            if in_transaction:
+                with self.conn.transaction() as tx:
+                    for s in settings:
+                        self.conn.execute(s)
+                    for current, statement in enumerate(statements):
+                        self.conn.execute(statement)
+                    current = None
+                    if rollback:
+                        raise psycopg.Rollback(tx)
+            else:
+                try:
+                    for s in settings:
+                        self.conn.execute(s)
+                    for current, statement in enumerate(statements):
+                        self.conn.execute(statement)
+                finally:
+                    with contextlib.suppress(psycopg.Error):
+                        self.conn.execute("RESET lock_timeout; RESET statement_timeout")
+        except psycopg.Error as exc:
+            state = getattr(exc, "sqlstate", None)
+            position = getattr(exc.diag, "statement_position", None)
+            what = "a timeout setting" if current is None else f"statement {current + 1}"
+            detail = self.endpoint.redact(str(exc).splitlines()[0]) + (" (lock timeout)" if state == "55P03" else "")
+            raise DdlFailed(f"{self.endpoint.label}: {what} failed: {detail}", detail=detail, index=current, position=int(position) if position else None,
+                            transient=state in TRANSIENT_SQLSTATES or isinstance(exc, psycopg.OperationalError)) from None
+
+    _CREATE_CONCURRENTLY = re.compile(r"(?is)^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+"
+                                      r"(?:IF\s+NOT\s+EXISTS\s+)?(\"[^\"]+\"|\w+)")
+
+    def cleanup_failed(self, statement: str) -> None:
+        """A failed CREATE INDEX CONCURRENTLY leaves an invalid index behind: drop it so a retry can run."""
+        m = self._CREATE_CONCURRENTLY.search(statement)
+        if m and self.query("SELECT EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass(%s) "
+                            "AND NOT indisvalid)", [m.group(1)])[0][0]:
+            self.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {m.group(1)}")
+
+    def default_probes(self) -> list[str]:
+        return ["SELECT count(*) FROM pg_stat_activity", "SELECT count(*) FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = current_schema()"]
+
+    def health(self) -> dict:
+        """Client connections, and replication lag in seconds: a physical standby's replay delay; for
+        a logical subscriber, how long its last message from the publisher took to arrive (None when
+        no subscription worker runs); on a primary or publisher, the slowest sender's replay lag."""
+        active = self.query("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")[0][0]
+        standby, lag = self.query(
+            "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN CASE WHEN pg_last_wal_receive_lsn() "
+            "= pg_last_wal_replay_lsn() THEN 0 ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END "
+            "ELSE (SELECT coalesce(max(EXTRACT(EPOCH FROM replay_lag)), 0) FROM pg_stat_replication) END")[0]
+        subs, workers, sub_lag = self.query(
+            "SELECT count(*), count(pid), max(GREATEST(0, EXTRACT(EPOCH FROM last_msg_receipt_time - "
+            "last_msg_send_time))) FROM pg_stat_subscription WHERE relid IS NULL")[0]
+        senders = self.query("SELECT count(*) FROM pg_stat_replication")[0][0]
+        if subs:
+            replicating = workers == subs
+            lag = float(sub_lag or 0) if replicating else None
+        else:
+            replicating = True if (standby or senders) else None
+        return {"active_connections": int(active), "replication_lag_seconds": None if lag is None else float(lag),
+                "replicating": replicating}
+
+    def table_size(self, table: str) -> tuple[int, int]:
+        row = self.query("SELECT GREATEST(c.reltuples, 0)::bigint, pg_total_relation_size(c.oid) FROM pg_class c "
+                         "WHERE c.oid = to_regclass(%s)", [self.q(table)])
+        if not row:
+            return 0, 0
+        rows, size = row[0]
+        if rows == 0:  # never analysed: count small tables exactly, trust the size for big ones
+            rows = self.count_rows(table) if size < (64 << 20) else size // 100
+        return int(rows), int(size)
+
+    def history_types(self) -> tuple[str, str]:
+        return "text", "timestamptz"
 
 
 def _csv_ready(batch: pa.RecordBatch) -> pa.RecordBatch:

@@ -5,7 +5,7 @@ from typing import Any, Sequence
 
 import pyarrow as pa
 
-from connectors.base import KeyRange, RowFilter, TableSchema
+from connectors.base import DdlLock, KeyRange, RowFilter, TableSchema
 
 
 class SqlConnector:
@@ -128,3 +128,69 @@ class SqlConnector:
             f"DELETE FROM {t} WHERE {k} IN (SELECT {k} FROM {s} UNION ALL SELECT {k} FROM {b})",
             f"INSERT INTO {t} SELECT * FROM {b}",
         ])
+
+    # --- schema migrations (DDL): engine details the engine-agnostic tasks ask for --------------
+    sqlglot_dialect = "postgres"
+    transactional_ddl = False  # True: a script can run in one transaction and be rolled back
+    ddl_locks: dict[str, DdlLock] = {}  # statement kind (tasks.schema_validate.KINDS) -> what it locks
+    schema_copy_sql = "CREATE TABLE {new} LIKE {old}"  # how a dry run copies a table's schema elsewhere
+
+    def runs_outside_transaction(self, statement: str) -> bool:
+        """True for statements the engine refuses inside a transaction block."""
+        return False
+
+    def transactional_equivalent(self, statement: str) -> str | None:
+        """The statement as it may run inside a rolled-back dry-run transaction (None: skip it)."""
+        return statement
+
+    def run_ddl(self, statements: Sequence[str], in_transaction: bool, lock_timeout_s: float,
+                statement_timeout_s: float, rollback: bool = False) -> None:
+        """Run `statements` with a lock timeout and a statement timeout; raise DdlFailed naming the
+        statement. `in_transaction` (engines with transactional DDL): all or nothing; `rollback`: roll
+        the transaction back at the end (a dry run)."""
+        raise NotImplementedError
+
+    def cleanup_failed(self, statement: str) -> None:
+        """Undo what a failed non-transactional statement left half done, so that it can be retried."""
+
+    def default_probes(self) -> list[str]:
+        """Probe queries measured before and after a schema change when the database names none."""
+        return ["SELECT 1"]
+
+    def health(self) -> dict:
+        """{"active_connections": int, "replication_lag_seconds": float | None, "replicating": bool | None}."""
+        raise NotImplementedError
+
+    def table_size(self, table: str) -> tuple[int, int]:
+        """(estimated rows, bytes on disk) of `table`; (0, 0) when it does not exist."""
+        raise NotImplementedError
+
+    def history_types(self) -> tuple[str, str]:
+        """Column types of the `_schema_migration_history` table: (text, timestamp)."""
+        return "text", "timestamp"
+
+    def create_history_table(self, table: str) -> None:
+        text, ts = self.history_types()
+        cols = ", ".join(f"{self.q(c)} {ts if c.endswith('_at') else text}" for c in HISTORY_COLUMNS)
+        self.execute(f"CREATE TABLE IF NOT EXISTS {self.q(table)} ({cols}){self.history_table_suffix()}")
+
+    def history_table_suffix(self) -> str:
+        return ""
+
+    def scratch_database(self, name: str):
+        """(a connector to a new empty database `name` on the same server, drop function)."""
+        from dataclasses import replace
+
+        import connectors
+        self.execute(f"CREATE DATABASE {self.q(name)}")
+        scratch = connectors.connect(replace(self.endpoint, database=name, label=f"{self.endpoint.label} (dry run)"))
+
+        def drop() -> None:
+            scratch.close()
+            self.execute(f"DROP DATABASE IF EXISTS {self.q(name)}")
+        return scratch, drop
+
+
+# The history each schema-migration target keeps (one row per event: applied or rolled-back)
+HISTORY_COLUMNS = ("migration_name", "checksum", "action", "applied_at", "applied_by", "execution_id", "phase",
+                   "reason")
