@@ -7,6 +7,7 @@ starting it moves it to Scheduled now.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from typing import Any
@@ -99,6 +100,16 @@ async def read_run(client: PrefectClient, run_id: str) -> FlowRun | None:
         return await client.read_flow_run(UUID(str(run_id)))
     except (ValueError, ObjectNotFound):
         return None
+
+
+async def wait_for_final(client: PrefectClient, run_id: UUID, timeout: float, poll: float = 1.0) -> FlowRun:
+    """The run once it reached a final state (completed, failed, crashed, cancelled), or as it is at `timeout`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    run = await client.read_flow_run(run_id)
+    while not (run.state and run.state.is_final()) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(poll)
+        run = await client.read_flow_run(run_id)
+    return run
 
 
 async def find_runs(client: PrefectClient, tags: list[str], *, limit: int | None = None, offset: int = 0,
