@@ -218,6 +218,21 @@ class Subscription(BaseModel):
     def state_events(self) -> list[str]:
         return [e for e in self.events if e != "progress"]
 
+    def about(self) -> str:
+        return (f"Managed by migration-assistant `webhooks apply` (deployments/webhooks.py): POST to "
+                f"{urlsplit(str(self.url)).hostname}{' signed' if self.secret else ''}. Edits here are overwritten.")
+
+    def automation_tags(self) -> list[str]:
+        return [OWNED_TAG]
+
+    def related(self) -> dict | list[dict]:
+        """Which runs' events fire the automation: a flow filter (and, for tenants, a run tag)."""
+        names: str | list[str] = sorted(self.flows) if self.flows else f"!{DELIVERY_FLOW}"
+        return {"prefect.resource.role": "flow", "prefect.resource.name": names}
+
+    def delivery_options(self) -> dict:
+        return {}
+
 
 class WebhookFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -396,7 +411,8 @@ RETRY_DELAYS = (5, 15, 45, 120)  # seconds before attempts 2..5
 @flow(name=DELIVERY_FLOW, log_prints=False, persist_result=False, validate_parameters=True)
 def deliver_webhook(subscription: str, webhook_block: str, event: str, event_id: str = "", occurred: str = "",
                     resource: Optional[dict] = None, flow_run_id: str = "", secret_block: Optional[str] = None,
-                    progress: Optional[float] = None, max_attempts: int = 5) -> dict:
+                    progress: Optional[float] = None, max_attempts: int = 5,
+                    retry_delay_seconds: Optional[int] = None) -> dict:
     """Build, sign and POST one webhook for one event. Started by the `ma-webhook/*` automations."""
     import httpx
     from prefect import get_client
@@ -447,7 +463,7 @@ def deliver_webhook(subscription: str, webhook_block: str, event: str, event_id:
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}"
             if attempt < max_attempts:
-                delay = RETRY_DELAYS[attempt - 1]
+                delay = retry_delay_seconds if retry_delay_seconds is not None else RETRY_DELAYS[attempt - 1]
                 log.warning("Webhook to %s failed (%s), attempt %d/%d; retrying in %d s",
                             host, last, attempt, max_attempts, delay)
                 time.sleep(delay)
@@ -566,11 +582,6 @@ def _ensure_secret_block(sub: Subscription, summary: ApplySummary) -> Optional[s
     return sub.block_name
 
 
-def _flow_spec(sub: Subscription) -> dict:
-    names: str | list[str] = sorted(sub.flows) if sub.flows else f"!{DELIVERY_FLOW}"
-    return {"prefect.resource.role": "flow", "prefect.resource.name": names}
-
-
 def _jinja(template: str) -> dict:
     return {"__prefect_kind": "jinja", "template": template}
 
@@ -588,6 +599,7 @@ def _action(sub: Subscription, deployment_id, secret_block: Optional[str]):
         "flow_run_id": _jinja("{{ flow_run.id }}"),
         # progress artifact updates carry the new value as payload.data; null for state events
         "progress": {"__prefect_kind": "json", "value": _jinja("{{ event.payload.get('data') | tojson }}")},
+        **sub.delivery_options(),
     }
     return RunDeployment(source="selected", deployment_id=deployment_id, parameters=params)
 
@@ -595,25 +607,23 @@ def _action(sub: Subscription, deployment_id, secret_block: Optional[str]):
 def _desired_automations(sub: Subscription, deployment_id, secret_block: Optional[str]) -> list:
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
     out = []
-    about = (f"Managed by migration-assistant `webhooks apply` (deployments/webhooks.py): POST to "
-             f"{urlsplit(str(sub.url)).hostname}{' signed' if sub.secret else ''}. Edits here are overwritten.")
     if sub.state_events:
         out.append(AutomationCore(
-            name=sub.automation_name, description=about, enabled=sub.enabled, tags=[OWNED_TAG],
+            name=sub.automation_name, description=sub.about(), enabled=sub.enabled, tags=sub.automation_tags(),
             trigger=EventTrigger(
                 expect={STATE_EVENTS[e] for e in sub.state_events},
                 match={"prefect.resource.id": "prefect.flow-run.*"},
-                match_related=_flow_spec(sub),
+                match_related=sub.related(),
                 for_each={"prefect.resource.id"},
                 posture=Posture.Reactive, threshold=1, within=timedelta(0)),
             actions=[_action(sub, deployment_id, secret_block)]))
     if "progress" in sub.events:
         out.append(AutomationCore(
-            name=sub.progress_automation_name, description=about, enabled=sub.enabled, tags=[OWNED_TAG],
+            name=sub.progress_automation_name, description=sub.about(), enabled=sub.enabled, tags=sub.automation_tags(),
             trigger=EventTrigger(
                 expect={PROGRESS_EVENT},
                 match={"prefect.resource.id": "prefect.artifact.*"},
-                match_related=_flow_spec(sub),
+                match_related=sub.related(),
                 for_each={"prefect.resource.id"},   # one bucket per progress artifact, i.e. per run
                 posture=Posture.Reactive, threshold=1, within=timedelta(seconds=sub.progress_every_seconds)),
             actions=[_action(sub, deployment_id, secret_block)]))
@@ -637,8 +647,8 @@ def _comparable(automation) -> dict:
     return _normalise(data)
 
 
-def _owned_automations(client) -> dict:
-    return {a.name: a for a in client.read_automations() if a.name.startswith(AUTOMATION_PREFIX)}
+def _owned_automations(client, prefix: str = AUTOMATION_PREFIX) -> dict:
+    return {a.name: a for a in client.read_automations() if a.name.startswith(prefix)}
 
 
 def _owned_blocks(client, slug: str) -> dict:
@@ -671,6 +681,21 @@ def _referenced_blocks(spec: WebhookFile) -> set[str]:
     return {m.group(1) for r in refs if (m := BLOCK_REF.match(r))}
 
 
+def _upsert_automation(client, have, want, summary: ApplySummary) -> None:
+    label = f"automation {want.name}"
+    if have is None:
+        auto_id = client.create_automation(want)
+        summary.created.append(label)
+    elif _comparable(have) == _comparable(want):
+        auto_id = have.id
+        summary.unchanged.append(label)
+    else:
+        client.update_automation(have.id, want)
+        auto_id = have.id
+        summary.updated.append(label)
+    summary.automations[want.name] = str(auto_id)
+
+
 def apply_webhooks(path: str | Path) -> ApplySummary:
     """Make Prefect's ma-webhook objects match the subscription file at `path`; idempotent."""
     from prefect import get_client
@@ -692,19 +717,7 @@ def apply_webhooks(path: str | Path) -> ApplySummary:
                 wanted_secret_blocks.add(secret_block)
             for want in _desired_automations(sub, deployment_id, secret_block):
                 wanted_autos.add(want.name)
-                have = existing.get(want.name)
-                label = f"automation {want.name}"
-                if have is None:
-                    auto_id = client.create_automation(want)
-                    summary.created.append(label)
-                elif _comparable(have) == _comparable(want):
-                    auto_id = have.id
-                    summary.unchanged.append(label)
-                else:
-                    client.update_automation(have.id, want)
-                    auto_id = have.id
-                    summary.updated.append(label)
-                summary.automations[want.name] = str(auto_id)
+                _upsert_automation(client, existing.get(want.name), want, summary)
         for name, auto in existing.items():   # first the automations, so no survivor names a deleted block
             if name not in wanted_autos:
                 client.delete_automation(auto.id)
@@ -727,7 +740,7 @@ def list_webhooks() -> list[dict]:
             action = auto.actions[0] if auto.actions else None
             params = getattr(action, "parameters", None) or {}
             related = trig.match_related
-            spec = related[0] if isinstance(related, list) and related else related
+            spec = related[0] if isinstance(related, list) and related else related  # flows come first
             flows = spec.root.get("prefect.resource.name") if spec is not None else None
             rows.append({
                 "name": name, "id": str(auto.id), "enabled": auto.enabled,
@@ -737,3 +750,105 @@ def list_webhooks() -> list[dict]:
                 "description": auto.description,
             })
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# One subscription at a time, owned by a tenant (the REST API's POST /webhooks/)
+# --------------------------------------------------------------------------------------------
+
+TENANT_PREFIX = "ma-tenant-webhook"   # apart from ma-webhook*, so `apply` of a file never touches these
+
+
+class TenantSubscription(Subscription):
+    """A subscription that fires only for runs tagged `tenant:<tenant_id>`. Header values are literal:
+    env:/secret/ references would read the server's own environment and blocks."""
+
+    tenant_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    title: str = Field(min_length=1, max_length=200)
+    max_attempts: int = Field(5, ge=1, le=len(RETRY_DELAYS) + 1)
+    retry_delay_seconds: Optional[int] = Field(None, ge=0, le=600)
+
+    @field_validator("headers")
+    @classmethod
+    def _literal_headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, value in v.items():
+            if ENV_REF.match(value) or BLOCK_REF.match(value):
+                raise ValueError(f"header {k!r}: references (env:, secret/) are not allowed here; send the value")
+        return v
+
+    @property
+    def automation_name(self) -> str:
+        return f"{TENANT_PREFIX}/{self.tenant_id}/{self.name}"
+
+    @property
+    def progress_automation_name(self) -> str:
+        return f"{self.automation_name}/progress"
+
+    @property
+    def block_name(self) -> str:
+        return f"{TENANT_PREFIX}-{self.name}"
+
+    def about(self) -> str:
+        return self.title
+
+    def automation_tags(self) -> list[str]:
+        return [TENANT_PREFIX, f"tenant:{self.tenant_id}"]
+
+    def related(self) -> list[dict]:
+        tag = {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.tenant:{self.tenant_id}"}
+        return [super().related(), tag]
+
+    def delivery_options(self) -> dict:
+        return {"max_attempts": self.max_attempts, "retry_delay_seconds": self.retry_delay_seconds}
+
+
+def apply_subscription(sub: TenantSubscription, secret: Optional[str]) -> ApplySummary:
+    """Create or update one tenant subscription (blocks, delivery deployment, automations); others untouched."""
+    from prefect import get_client
+    from prefect.blocks.system import Secret
+
+    summary = ApplySummary()
+    with get_client(sync_client=True) as client:
+        deployment_id = _ensure_delivery_deployment(client, summary)
+        _ensure_webhook_block(sub, summary)
+        if secret:
+            Secret(value=secret).save(sub.block_name, overwrite=True)
+        existing = _owned_automations(client, f"{TENANT_PREFIX}/")
+        for want in _desired_automations(sub, deployment_id, sub.block_name if secret else None):
+            _upsert_automation(client, existing.get(want.name), want, summary)
+    return summary
+
+
+def tenant_subscriptions(tenant_id: Optional[str] = None) -> list[dict]:
+    """Tenant subscriptions on the server (all tenants when None): name, tenant, title, events, ids."""
+    from prefect import get_client
+    found: dict[str, dict] = {}
+    with get_client(sync_client=True) as client:
+        for name, auto in sorted(_owned_automations(client, f"{TENANT_PREFIX}/").items()):
+            _, tenant, sub_name = name.split("/")[:3]
+            if tenant_id is not None and tenant != tenant_id:
+                continue
+            row = found.setdefault(sub_name, {"name": sub_name, "tenant_id": tenant, "title": auto.description,
+                                               "enabled": auto.enabled, "events": [], "automation_ids": [],
+                                               "created": auto.created})
+            row["events"] = sorted({*row["events"], *(_OUR_EVENT.get(e, e) for e in auto.trigger.expect)})
+            row["automation_ids"].append(str(auto.id))
+    return list(found.values())
+
+
+def remove_subscription(tenant_id: str, name: str) -> bool:
+    """Delete a tenant subscription's automations and blocks; False if there was none."""
+    from prefect import get_client
+    prefix = f"{TENANT_PREFIX}/{tenant_id}/{name}"
+    with get_client(sync_client=True) as client:
+        autos = [a for n, a in _owned_automations(client, f"{TENANT_PREFIX}/").items()
+                 if n == prefix or n.startswith(prefix + "/")]
+        for auto in autos:
+            client.delete_automation(auto.id)
+        for slug in ("webhook", "secret"):
+            try:
+                doc = client.read_block_document_by_name(f"{TENANT_PREFIX}-{name}", block_type_slug=slug)
+                client.delete_block_document(doc.id)
+            except Exception:  # ObjectNotFound: unsigned subscriptions have no secret block
+                pass
+    return bool(autos)
