@@ -112,6 +112,18 @@ async def principal(request: Request, session: AsyncSession = Depends(db_session
     return found
 
 
+async def principal_from_credentials(session: AsyncSession, bearer: str | None, api_key: str | None) -> Principal:
+    """The caller behind a bearer token or an API key given outside HTTP headers (e.g. a WebSocket's query)."""
+    settings = get_settings()
+    if bearer:
+        return await _from_token(session, settings, bearer)
+    if api_key:
+        return await _from_api_key(session, api_key)
+    if not settings.auth_enabled:
+        return ANONYMOUS
+    raise unauthenticated()
+
+
 def require_scopes(*needed: str):
     async def check(who: Principal = Depends(principal)) -> Principal:
         missing = [s for s in needed if s not in who.scopes and "admin" not in who.scopes]

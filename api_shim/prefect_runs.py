@@ -16,10 +16,11 @@ from uuid import UUID
 from fastapi import Request
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter,
-                                            FlowRunFilterId, FlowRunFilterTags, LogFilter, LogFilterFlowRunId,
+                                            FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateName,
+                                            FlowRunFilterStateType, FlowRunFilterTags, LogFilter, LogFilterFlowRunId,
                                             LogFilterLevel, LogFilterTimestamp)
-from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.client.schemas.sorting import FlowRunSort, LogSort
+from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
+from prefect.client.schemas.sorting import FlowRunSort, LogSort, TaskRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Cancelling, Scheduled
 
@@ -139,6 +140,36 @@ async def run_artifacts(client: PrefectClient, run_id: UUID) -> dict[str, Any]:
     for artifact in sorted(found, key=lambda a: a.created or dt.datetime.min.replace(tzinfo=dt.timezone.utc)):
         by_key[artifact.key or artifact.type or str(artifact.id)] = artifact.data
     return by_key
+
+
+# status_of's names -> (state types, state names or None): what a status filter asks Prefect for
+STATUS_STATES: dict[str, tuple[list[StateType], list[str] | None]] = {
+    "pending": ([StateType.SCHEDULED], [HELD_STATE]), "scheduled": ([StateType.SCHEDULED], ["Scheduled", "Late"]),
+    "starting": ([StateType.PENDING], None), "running": ([StateType.RUNNING], None),
+    "completed": ([StateType.COMPLETED], None), "failed": ([StateType.FAILED, StateType.CRASHED], None),
+    "cancelled": ([StateType.CANCELLED], None), "cancelling": ([StateType.CANCELLING], None),
+    "paused": ([StateType.PAUSED], None)}
+
+
+async def find_runs_with_status(client: PrefectClient, tags: list[str], status: str, *, limit: int | None = None,
+                                offset: int = 0) -> list[FlowRun]:
+    """Like find_runs, only runs whose status_of is `status` (a key of STATUS_STATES)."""
+    types, names = STATUS_STATES[status]
+    state = FlowRunFilterState(type=FlowRunFilterStateType(any_=types),
+                               name=FlowRunFilterStateName(any_=names) if names else None)
+    flt = FlowRunFilter(tags=FlowRunFilterTags(all_=tags), state=state)
+    return await client.read_flow_runs(flow_run_filter=flt, sort=FlowRunSort.START_TIME_DESC,
+                                       limit=limit, offset=offset)
+
+
+async def run_tasks(client: PrefectClient, run_id: UUID, limit: int = 200) -> list[TaskRun]:
+    """The run's task runs, the most recently scheduled first (at most `limit`)."""
+    return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
+                                       sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=limit)
+
+
+async def add_tags(client: PrefectClient, run: FlowRun, tags: list[str]) -> None:
+    await client.update_flow_run(run.id, tags=[*(run.tags or []), *tags])
 
 
 log = logging.getLogger("api_shim")
