@@ -60,6 +60,18 @@ ERROR_RESPONSES = {status: {"model": ErrorEnvelope, "description": text} for sta
     422: "Unprocessable", 429: "Rate limit exceeded"}.items()}
 
 
+class JarvisError(BaseModel):
+    """The error shape under /api/ (Jarvis) and on /migrate, /test-connection."""
+    error: str
+    code: str
+    details: Any = None
+    request_id: str | None = None
+
+
+JARVIS_ERROR_RESPONSES = {status: {"model": JarvisError, "description": spec["description"]}
+                          for status, spec in ERROR_RESPONSES.items()}
+
+
 def request_id(request: Request) -> str:
     rid = getattr(request.state, "request_id", None)
     if rid is None:
