@@ -8,15 +8,17 @@ starting it moves it to Scheduled now.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import json
 import logging
 from typing import Any
 from uuid import UUID
 
 from fastapi import Request
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter,
-                                            FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateName,
+from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, FlowRunFilter,
+                                            FlowRunFilterId, FlowRunFilterStartTime, FlowRunFilterState, FlowRunFilterStateName,
                                             FlowRunFilterStateType, FlowRunFilterTags, LogFilter, LogFilterFlowRunId,
                                             LogFilterLevel, LogFilterTimestamp)
 from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
@@ -170,6 +172,35 @@ async def run_tasks(client: PrefectClient, run_id: UUID, limit: int = 200) -> li
 
 async def add_tags(client: PrefectClient, run: FlowRun, tags: list[str]) -> None:
     await client.update_flow_run(run.id, tags=[*(run.tags or []), *tags])
+
+
+async def runs_started_between(client: PrefectClient, tags: list[str], start: dt.datetime, end: dt.datetime,
+                               page: int = 200) -> list[FlowRun]:
+    """Every run carrying all `tags` that started within [start, end], oldest first (read page by page)."""
+    flt = FlowRunFilter(tags=FlowRunFilterTags(all_=tags),
+                        start_time=FlowRunFilterStartTime(after_=start, before_=end))
+    found: list[FlowRun] = []
+    while True:
+        batch = await client.read_flow_runs(flow_run_filter=flt, sort=FlowRunSort.START_TIME_ASC, limit=page,
+                                            offset=len(found))
+        found += batch
+        if len(batch) < page:
+            return found
+
+
+async def artifact_of_runs(client: PrefectClient, run_ids: list[UUID], key: str, page: int = 200) -> dict[UUID, Any]:
+    """The newest artifact called `key` of each run, by run id (its data, JSON text decoded)."""
+    data: dict[UUID, Any] = {}
+    for i in range(0, len(run_ids), page):
+        flt = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=run_ids[i:i + page]),
+                             key=ArtifactFilterKey(any_=[key]))
+        for artifact in sorted(await client.read_artifacts(artifact_filter=flt),
+                               key=lambda a: a.created or dt.datetime.min.replace(tzinfo=dt.timezone.utc)):
+            value = artifact.data
+            with contextlib.suppress(ValueError, TypeError):
+                value = json.loads(value) if isinstance(value, str) else value
+            data[artifact.flow_run_id] = value
+    return data
 
 
 log = logging.getLogger("api_shim")
