@@ -52,7 +52,9 @@ from pydantic import BaseModel
 from connectors.base import MigrationError
 from tasks.connections import close_all
 from tasks.probes import DEFAULT_ITERATIONS, Measurement, Thresholds, breaches, measure
-from tasks.schema_apply import AlreadyApplied, ApplyFailed, Safety, applied_phases, apply_phase, rollback_phase
+from tasks.schema_apply import (
+    AlreadyApplied, ApplyFailed, Safety, applied_phases, apply_phase, check_history, rollback_phase,
+)
 from tasks.schema_validate import LARGE_TABLE_ROWS, approval_required, max_risk, validate
 
 APPROVAL_TIMEOUT_SECONDS = 7 * 24 * 3600
@@ -167,6 +169,13 @@ def schema_migration(
               "environment": environment, "author": author, "phases": [], "validation": {}, "approval": None}
     progress = _Progress(2 + 3 * len(phases))
     try:
+        try:
+            for p in phases:
+                check_history(p.endpoint, migration_name, script, p.name, force)
+        except AlreadyApplied as exc:
+            report.update(status="Failed", reason=str(exc), conflict=True)
+            _publish(report)
+            return Failed(message=report["reason"], data=report)
         results = {p.name: validate(p.endpoint, script, rollback_script, True, p.name, large_table_rows) for p in phases}
         report["validation"] = {name: r.to_contract() for name, r in results.items()}
         risk = max_risk(*(r.risk_level for r in results.values()))

@@ -136,6 +136,13 @@ def run_script(conn, script: str, which: str, safety: Safety, log=None) -> dict:
     return {"statements": committed, "seconds": round(time.monotonic() - started, 3), "retries": retries}
 
 
+@task(name="check-history", task_run_name="check-history [{phase}]", cache_policy=NO_CACHE)
+def check_history(endpoint_ref: str, migration_name: str, script: str, phase: str, force: bool = False) -> None:
+    """Refuse early (AlreadyApplied / ScriptChanged) when the target's history says so."""
+    with using(endpoint_ref) as (conn,):
+        check_not_applied(conn, migration_name, script_checksum(script), force)
+
+
 @task(name="apply", task_run_name="apply [{phase}]", cache_policy=NO_CACHE)
 def apply_phase(endpoint_ref: str, migration_name: str, script: str, phase: str, execution_id: str,
                 applied_by: str, force: bool = False, safety: Safety = Safety()) -> dict:
