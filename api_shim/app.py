@@ -17,7 +17,7 @@ from prefect.client.orchestration import get_client
 
 from api_shim import errors, ratelimit
 from api_shim.bootstrap import seed
-from api_shim.routers import jarvis, schema_orchestrator
+from api_shim.routers import jarvis, jarvis_auth, schema_auth, schema_orchestrator
 from api_shim.routers.migration_assistant import auth, migrations, presets, system, webhooks
 from api_shim.settings import get_settings
 from api_shim.store.db import async_engine, sessionmaker_for, upgrade
@@ -25,7 +25,7 @@ from api_shim.store.db import async_engine, sessionmaker_for, upgrade
 VERSION = "1.0.0"
 SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 ROUTERS = [system.router, auth.router, migrations.router, presets.router, webhooks.router,
-           jarvis.router, schema_orchestrator.router]
+           jarvis.router, schema_orchestrator.router, jarvis_auth.router, schema_auth.router]
 
 
 @contextlib.asynccontextmanager
