@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -94,6 +97,9 @@ def access_token(user: User, requested: list[str] | None = None,
 def as_utc(moment: dt.datetime) -> dt.datetime:
     """SQLite hands timestamps back without their zone; they were written in UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+UtcDatetime = Annotated[dt.datetime, AfterValidator(as_utc)]  # for response models of stored timestamps
 
 
 def split_scopes(scope: object) -> list[str] | None:

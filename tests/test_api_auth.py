@@ -15,6 +15,7 @@ import requests
 from pydantic import SecretStr
 from requests_oauthlib import OAuth2Session
 
+from api_shim.routers.migration_assistant.oauth import CODE_LIFETIME
 from api_shim.security import hash_api_key, issue_token
 from api_shim.settings import Settings
 
@@ -299,6 +300,15 @@ def _code_by_basic_auth(server, registered: dict, redirect_uri: str, **params: s
     return query["code"][0]
 
 
+def _age_code(server, code: str, by: dt.timedelta) -> None:
+    """Move a code's expiry back in the server's own store (SQLite keeps UTC timestamps without zone)."""
+    db = sqlite3.connect(server.log.parent / "api.db")
+    with db:
+        db.execute("UPDATE oauth_codes SET expires_at = datetime(expires_at, ?) WHERE code_hash = ?",
+                   (f"-{int(by.total_seconds())} seconds", hash_api_key(code)))
+    db.close()
+
+
 def test_authorization_codes_are_bound_single_use_and_short_lived(api_server):
     uris = ["http://127.0.0.1:9/a", "https://app.example.com/b"]
     registered = _register_client(api_server, uris)
@@ -317,11 +327,7 @@ def test_authorization_codes_are_bound_single_use_and_short_lived(api_server):
         wrong_secret = exchange(_code_by_basic_auth(api_server, registered, uris[0]), uris[0],
                                 (registered["client_id"], "not-the-secret"))
         stale_code = _code_by_basic_auth(api_server, registered, uris[1], scope="migrations:read")
-        db = sqlite3.connect(api_server.log.parent / "api.db")
-        with db:
-            db.execute("UPDATE oauth_codes SET expires_at = ? WHERE code_hash = ?",
-                       ((dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)).replace(tzinfo=None).isoformat(" "), hash_api_key(stale_code)))
-        db.close()
+        _age_code(api_server, stale_code, CODE_LIFETIME + dt.timedelta(seconds=1))
         expired = exchange(stale_code, uris[1])
         narrowed = exchange(_code_by_basic_auth(api_server, registered, uris[1], scope="migrations:read"), uris[1])
     assert unregistered.status_code == 400 and "evil" not in unregistered.headers.get("location", "")

@@ -7,21 +7,21 @@ other tenants or roles with POST /auth/users.
 """
 from __future__ import annotations
 
-import datetime as dt
 import os
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field, SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api_shim.accounts import (EMAIL_PATTERN, PASSWORD_MAX, PASSWORD_MIN, USERNAME_PATTERN, access_token, add_user,
-                               authenticate, ensure_tenant)
+from api_shim.accounts import (EMAIL_PATTERN, PASSWORD_MAX, PASSWORD_MIN, USERNAME_PATTERN, UtcDatetime, access_token,
+                               add_user, authenticate, ensure_tenant)
 from api_shim.auth import Principal, principal
+from api_shim.errors import JARVIS_ERROR_RESPONSES
 from api_shim.routers.migration_assistant.identity import signed_in_user
 from api_shim.store.db import db_session
 from api_shim.store.models import User
 
-router = APIRouter(prefix="/api/auth", tags=["jarvis: auth"])
+router = APIRouter(prefix="/api/auth", tags=["jarvis: auth"], responses=JARVIS_ERROR_RESPONSES)
 
 
 def registration_tenant() -> str:
@@ -48,8 +48,8 @@ class JarvisUserBrief(BaseModel):
 class JarvisUser(JarvisUserBrief):
     role: str
     tenant_id: str | None = None
-    created_at: dt.datetime
-    updated_at: dt.datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 class RegisterResponse(BaseModel):

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_shim.accounts import (EMAIL_PATTERN, PASSWORD_MAX, PASSWORD_MIN, TENANT_ID_PATTERN, USERNAME_PATTERN,
-                               add_user, as_utc)
+                               UtcDatetime, add_user, as_utc)
 from api_shim.auth import ALL_SCOPES, ROLES, Principal, principal, require_scopes, scopes_for, tenant_filter
 from api_shim.errors import ApiError, conflict, not_found
 from api_shim.security import hash_api_key, new_api_key
@@ -32,7 +32,7 @@ class UserOut(BaseModel):
     tenant_id: str | None = None
     scopes: list[str]
     is_active: bool
-    created_at: dt.datetime
+    created_at: UtcDatetime
 
 
 class MeOut(BaseModel):
@@ -61,7 +61,7 @@ class TenantOut(BaseModel):
     settings: dict[str, Any]
     limits: dict[str, Any]
     is_active: bool
-    created_at: dt.datetime
+    created_at: UtcDatetime
 
 
 class TenantCreate(BaseModel):
@@ -83,9 +83,9 @@ class ApiKeyOut(BaseModel):
     prefix: str = Field(description="The key's first characters, to recognise it")
     scopes: list[str]
     tenant_id: str | None = None
-    created_at: dt.datetime
-    expires_at: dt.datetime | None = None
-    last_used_at: dt.datetime | None = None
+    created_at: UtcDatetime
+    expires_at: UtcDatetime | None = None
+    last_used_at: UtcDatetime | None = None
 
 
 class ApiKeyCreated(ApiKeyOut):

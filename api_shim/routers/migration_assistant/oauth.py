@@ -11,7 +11,6 @@ import base64
 import binascii
 import datetime as dt
 import html
-import ipaddress
 import secrets
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -22,7 +21,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api_shim.accounts import as_utc, authenticate, existing_tenant, invalid_field, split_scopes
+from api_shim.accounts import UtcDatetime, as_utc, authenticate, existing_tenant, invalid_field, split_scopes
 from api_shim.auth import ALL_SCOPES, Principal, principal, require_scopes, scopes_for
 from api_shim.errors import ApiError, not_found
 from api_shim.security import hash_api_key, same_secret
@@ -60,7 +59,7 @@ class ClientOut(BaseModel):
     redirect_uris: list[str]
     scopes: list[str]
     tenant_id: str | None = None
-    created_at: dt.datetime
+    created_at: UtcDatetime
 
 
 class ClientCreated(ClientOut):
@@ -111,11 +110,12 @@ async def delete_client(client_id: str, _: Principal = Depends(require_scopes("a
 AUTHORIZE_RESPONSES = {
     302: {"description": "Signed in: redirect to the client's redirect URI with `code` and `state`"},
     303: {"description": "Form accepted: redirect to the client's redirect URI with `code` and `state`"},
-    200: {"description": "No credentials: an HTML sign-in form", "content": {"text/html": {}}},
+    200: {"description": "No credentials: an HTML sign-in form",
+          "content": {"text/html": {"schema": {"type": "string"}}}},
 }
 
 
-@router.get("/authorize", response_class=HTMLResponse, responses=AUTHORIZE_RESPONSES, tags=["oauth2"])
+@router.get("/authorize", responses=AUTHORIZE_RESPONSES, tags=["oauth2"])
 async def authorize(request: Request, client_id: str = Query(max_length=64),
                     response_type: Literal["code"] = Query("code"),
                     redirect_uri: str | None = Query(None, max_length=2000),
@@ -130,7 +130,7 @@ async def authorize(request: Request, client_id: str = Query(max_length=64),
     return RedirectResponse(_with_params(target, code=code, state=state), status_code=302)
 
 
-@router.post("/authorize", response_class=HTMLResponse, responses=AUTHORIZE_RESPONSES, tags=["oauth2"])
+@router.post("/authorize", status_code=303, responses=AUTHORIZE_RESPONSES, tags=["oauth2"])
 async def authorize_form(form: Annotated[AuthorizeForm, Form()],
                          session: AsyncSession = Depends(db_session)) -> Response:
     """The sign-in form's answer: redirect with a code."""
