@@ -43,7 +43,7 @@ from uuid import UUID
 
 from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
 from prefect.states import Cancelled, Completed, Failed
@@ -94,7 +94,8 @@ def request_approval(timeout_seconds: int, risk_level: str, environment: str) ->
 def _await_approval(author: str, timeout_seconds: int, risk_level: str, environment: str) -> Approval:
     log = get_run_logger()
     expires = dt.datetime.fromisoformat(request_approval(timeout_seconds, risk_level, environment))
-    suspend = runtime.flow_run.deployment_id is not None  # only deployed runs can be re-run after a resume
+    # only a deployed run can be re-run by a worker after the resume; others pause in-process
+    suspend = FlowRunContext.get().flow_run.deployment_id is not None
     for round_ in range(1, MAX_APPROVAL_ROUNDS + 1):
         left = max(1, math.ceil((expires - dt.datetime.now(dt.timezone.utc)).total_seconds()))
         try:

@@ -254,3 +254,74 @@ def test_clickhouse_target(clickhouse_url):
     assert not [d for (d,) in conn.query("SHOW DATABASES") if d.startswith("_schema_dryrun")]
     bad = validate_script(clickhouse_url, "ALTER TABLE users ADD COLUMN x Strin;", "SELECT 1")
     assert not bad.is_valid and bad.errors[0].line == 1
+
+
+# --- approvals: suspended deployment runs on the real server and worker ------------------------
+def _wait(run_id, done, what: str, timeout: float = 150):
+    from prefect import get_client
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(run_id)
+            if run.state and done(run.state):
+                return run
+            if run.state and run.state.is_final():
+                break
+            time.sleep(1)
+    raise AssertionError(f"flow run {run_id}: not {what} after {timeout} s; last state {run.state}")
+
+
+def _waiting(key: str):
+    return lambda s: s.is_paused() and s.state_details.pause_key == key
+
+
+def _final(s):
+    return s.is_final()
+
+
+def test_approval_approved_by_another_admin_rejected_expired_and_self_approval_refused(prefect_api, postgres_db):
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    urls = [postgres_db() for _ in range(3)]
+    for url in urls:
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute("CREATE TABLE users (id bigint PRIMARY KEY, email text)")
+
+    def params(url, **extra):
+        return {"migration_name": "add_nick", "script": "ALTER TABLE users ADD COLUMN nick text;",
+                "rollback_script": "ALTER TABLE users DROP COLUMN nick;", "author": "dev@example.com",
+                "phases": [{"name": "master", "endpoint": url}], "environment": "Production",
+                "require_approval": True, "probe_iterations": 3, **extra}
+    with get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name("schema-migration/on-demand")
+        approved, rejected, expired = (
+            client.create_flow_run_from_deployment(dep.id, parameters=p).id
+            for p in (params(urls[0]), params(urls[1]), params(urls[2], approval_timeout_seconds=4)))
+    _wait(approved, _waiting("approval-1"), "waiting for approval")
+    _wait(rejected, _waiting("approval-1"), "waiting for approval")
+
+    submit_decision(str(approved), reviewer="dev@example.com", approved=True, notes="looks fine to me")
+    _wait(approved, _waiting("approval-2"), "waiting again after the self-approval")
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[approved])))
+    assert any("Self-approval refused" in log.message for log in logs)
+    assert "nick" not in _columns(urls[0], "users")
+
+    submit_decision(str(approved), reviewer="admin@example.com", approved=True, notes="Reviewed and approved.")
+    submit_decision(str(rejected), reviewer="admin@example.com", approved=False, notes="not during the sale")
+
+    run = _wait(approved, _final, "finished")
+    assert run.state.is_completed(), run.state
+    assert "nick" in _columns(urls[0], "users")
+    assert _history(urls[0], "add_nick")[0][:3] == ("applied", "master", str(approved))
+
+    run = _wait(rejected, _final, "finished")
+    assert run.state.is_cancelled() and run.state.name == "Rejected", run.state
+    assert "not during the sale" in run.state.message
+    assert "nick" not in _columns(urls[1], "users")
+
+    run = _wait(expired, _final, "expired")
+    assert run.state.is_failed() and "never resumed" in run.state.message, run.state
+    with pytest.raises(ApprovalExpired):
+        submit_decision(str(expired), reviewer="admin@example.com", approved=True)
+    assert "nick" not in _columns(urls[2], "users")
