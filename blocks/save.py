@@ -92,3 +92,12 @@ def save_endpoint_blocks(path: str | Path) -> list[str]:
         block.save(name, overwrite=True)
         saved.append(f"{slug}/{name}")
     return saved
+
+
+def save_database_block(name: str, connection_string: str, engine: str | None = None) -> str:
+    """Save a database given as a URL or `Host=..;Port=..;Database=..;Username=..;Password=..`
+    (with `engine`: PostgreSQL, MySQL, MariaDB, ClickHouse) as a block; returns the reference
+    (`sqlalchemy-connector/<name>` or `clickhouse-endpoint/<name>`) that flow parameters carry."""
+    block, slug = block_for(Endpoint.from_connection_string(connection_string, engine, label=name))
+    block.save(name, overwrite=True)
+    return f"{slug}/{name}"

@@ -325,3 +325,16 @@ def test_approval_approved_by_another_admin_rejected_expired_and_self_approval_r
     with pytest.raises(ApprovalExpired):
         submit_decision(str(expired), reviewer="admin@example.com", approved=True)
     assert "nick" not in _columns(urls[2], "users")
+
+
+def test_database_registered_from_a_connection_string_is_a_block(postgres_url):
+    from blocks.resolve import resolve_endpoint
+    from blocks.save import save_database_block
+    ep = Endpoint.from_url(postgres_url)
+    ref = save_database_block(f"schema-db-{uuid.uuid4().hex[:6]}", f"Host={ep.host};Port={ep.port};"
+                              f"Database={ep.database};Username={ep.user};Password=not-needed", engine="PostgreSQL")
+    assert ref.startswith("sqlalchemy-connector/")
+    again = resolve_endpoint(ref)
+    assert (again.host, again.port, again.database, again.secret()) == (ep.host, ep.port, ep.database, "not-needed")
+    from tasks.probes import health
+    assert health(ref)["isHealthy"] and health(ref)["activeConnections"] >= 1
