@@ -70,10 +70,11 @@ async def add_user(session: AsyncSession, *, username: str, password: str, role:
         raise invalid_field("tenant_id", f"required for role {role}")
     if tenant_id:
         await existing_tenant(session, tenant_id)
+    names = {username, email} - {None}  # both sign a user in, so neither may match another's username or email
     taken = (await session.execute(select(User.username, User.email).where(
-        or_(User.username == username, User.email == (email or username))))).first()
+        or_(User.username.in_(names), User.email.in_(names))).limit(1))).first()
     if taken is not None:
-        field = "username" if taken.username == username else "email"
+        field = "username" if username in (taken.username, taken.email) else "email"
         raise conflict("USER_EXISTS", f"A user with this {field} already exists", field=field)
     user = User(username=username, password_hash=hash_password(password), role=role, tenant_id=tenant_id,
                 email=email, full_name=full_name, scopes=sorted(set(scopes or [])))

@@ -95,7 +95,8 @@ def test_api_key_shown_once_listed_by_prefix_and_revoked(api_server):
     assert {k["id"]: k["prefix"] for k in listed.json()}.items() >= {first["id"]: first["prefix"],
                                                                second["id"]: second["prefix"]}.items()
     assert first["key"] not in listed.text and second["key"] not in listed.text
-    with client(api_server, **{"X-API-Key": first["key"]}) as by_key:
+    with client(api_server, **{"X-API-Key": first["key"], "Content-Type": "application/json"}) as by_key:
+        assert by_key.get("/migrations/").status_code == 200
         me = by_key.get("/auth/me")
         assert me.status_code == 200
         assert me.json()["username"] == "testuser" and me.json()["auth_method"] == "api_key"
@@ -189,11 +190,12 @@ def test_tenants_are_admin_managed_and_isolated(api_server):
         listed = admin.get("/auth/tenants")
         read = admin.get(f"/auth/tenants/{other}")
         admin_has_none = admin.get("/auth/me/tenant")
+        admin_narrowed = admin.get("/auth/me/tenant", headers={"X-Tenant-ID": other})
     assert made.status_code == 201 and made.json()["limits"] == {"migrations": 5}
     assert again.status_code == 409 and error_of(again)["code"] == "TENANT_EXISTS"
     assert {"tenant1", other} <= {t["id"] for t in listed.json()}
     assert read.status_code == 200 and read.json()["name"] == "Other org"
-    assert admin_has_none.status_code == 404
+    assert admin_has_none.status_code == 404 and admin_narrowed.json()["id"] == other
     with client(api_server, token_for(api_server, "testuser", "test123")) as user:
         mine = user.get("/auth/me/tenant")
         own = user.get("/auth/tenants/tenant1")
@@ -216,9 +218,9 @@ def test_expired_and_forged_tokens_are_refused(api_server):
     valid, _ = issue_token(settings, "testuser", {"role": "User"}, minutes=5)
     expired, _ = issue_token(settings, "testuser", {"role": "User"}, minutes=-1)
     claims = jwt.decode(valid, api_server.jwt_secret, algorithms=["HS256"])
-    forged = jwt.encode(claims, "not-the-server-secret-at-all", algorithm="HS256")
+    forged = jwt.encode(claims, "not-the-server-secret-at-all-" * 2, algorithm="HS256")
     unsigned = jwt.encode(claims, None, algorithm="none")
-    promoted = jwt.encode({**claims, "sub": "admin"}, "guess", algorithm="HS256")
+    promoted = jwt.encode({**claims, "sub": "admin"}, "a-guessed-secret" * 2, algorithm="HS256")
     ghost, _ = issue_token(settings, "nobody-such", {"role": "Admin"}, minutes=5)
     with client(api_server) as c:
         answers = {name: c.get("/auth/me", headers={"Authorization": f"Bearer {t}"})
@@ -279,8 +281,10 @@ def test_documented_oauth2_flow_with_requests_oauthlib(api_server, monkeypatch):
     token = oauth.fetch_token(f"{api_server.url}/auth/token", authorization_response=authorization_response,
                               client_secret=registered["client_secret"])
     headers = {"Authorization": f"Bearer {token['access_token']}"}
-    response = _follow_no_redirects(requests.get(f"{api_server.url}/auth/me", headers=headers))
-    assert response.status_code == 200 and response.json()["username"] == "testuser"
+    response = _follow_no_redirects(requests.get(f"{api_server.url}/migrations/", headers=headers))
+    assert response.status_code == 200 and isinstance(response.json(), list)
+    me = _follow_no_redirects(requests.get(f"{api_server.url}/auth/me", headers=headers))
+    assert me.json()["username"] == "testuser" and me.json()["tenant_id"] == "tenant1"
 
     code = parse_qs(urlsplit(authorization_response).query)["code"][0]
     with client(api_server) as c:
@@ -347,6 +351,8 @@ def test_jarvis_register_login_me(api_server):
                                                         "password": password})
         duplicate = c.post("/api/auth/register", json={"username": username, "email": "x@example.com",
                                                        "password": password})
+        taken_email = c.post("/api/auth/register", json={"username": "admin@example.com", "password": password,
+                                                          "email": f"{unique('e')}@example.com"})
         short = c.post("/api/auth/register", json={"username": unique("s"), "email": "s@example.com",
                                                    "password": "abc"})
         login = c.post("/api/auth/login", json={"username": username, "password": password})
@@ -360,6 +366,7 @@ def test_jarvis_register_login_me(api_server):
     assert body["user"]["id"] > 0 and body["user"]["created_at"] and body["user"]["updated_at"]
     assert duplicate.status_code == 409 and duplicate.json()["code"] == "USER_EXISTS"
     assert isinstance(duplicate.json()["error"], str)
+    assert taken_email.status_code == 409 and taken_email.json()["details"] == {"field": "username"}
     assert short.status_code == 400
     assert [e["field"] for e in short.json()["details"]["validation_errors"]] == ["password"]
     assert login.status_code == 200 and login.json()["message"] == "Login successful"

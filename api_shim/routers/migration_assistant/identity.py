@@ -115,10 +115,12 @@ async def me(who: Principal = Depends(principal), session: AsyncSession = Depend
 
 
 @router.get("/me/tenant", response_model=TenantOut)
-async def my_tenant(who: Principal = Depends(principal), session: AsyncSession = Depends(db_session)) -> Tenant:
-    tenant = await session.get(Tenant, who.tenant_id) if who.tenant_id else None
+async def my_tenant(tenant_id: str | None = Depends(tenant_filter),
+                    session: AsyncSession = Depends(db_session)) -> Tenant:
+    """The caller's tenant (Admins, who belong to none: the one named by X-Tenant-ID)."""
+    tenant = await session.get(Tenant, tenant_id) if tenant_id else None
     if tenant is None:
-        raise not_found("tenant", "tenant_id", who.tenant_id)
+        raise not_found("tenant", "tenant_id", tenant_id)
     return tenant
 
 
