@@ -280,8 +280,8 @@ class PostgresConnector(SqlConnector):
             position = getattr(exc.diag, "statement_position", None)
             what = "a timeout setting" if current is None else f"statement {current + 1}"
             detail = self.endpoint.redact(str(exc).splitlines()[0]) + (" (lock timeout)" if state == "55P03" else "")
-            raise DdlFailed(f"{self.endpoint.label}: {what} failed: {detail}", detail=detail, index=current, position=int(position) if position else None,
-                            transient=state in TRANSIENT_SQLSTATES or isinstance(exc, psycopg.OperationalError)) from None
+            raise DdlFailed(f"{self.endpoint.label}: {what} failed: {detail}", detail=detail, index=current,
+                            position=int(position) if position else None, transient=state in TRANSIENT_SQLSTATES or isinstance(exc, psycopg.OperationalError)) from None
 
     _CREATE_CONCURRENTLY = re.compile(r"(?is)^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+"
                                       r"(?:IF\s+NOT\s+EXISTS\s+)?(\"[^\"]+\"|\w+)")
