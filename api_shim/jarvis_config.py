@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
+from fastapi import Path
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 
 from api_shim.errors import ApiError
@@ -25,6 +26,7 @@ SUPPORTED_TYPES = ["postgresql", "mysql", "clickhouse", "sqlite"]
 NOT_BUILT = {"zoho": "Zoho CRM", "sqlserver": "SQL Server", "mssql": "SQL Server"}
 DEPLOYMENT = "migrate-tables/on-demand"
 DEFAULT_WATERMARK = "updated_at"
+ROW_ID = Annotated[int, Path(ge=1, le=2**31 - 1, description="the id the create call returned")]
 # how long a synchronous call (POST /migrate, execute) waits for its flow run
 WAIT_SECONDS = float(os.environ.get("MA_JARVIS_WAIT_SECONDS", "600"))
 
@@ -129,6 +131,8 @@ def parse_schedule(text: str | None) -> dt.datetime | None:
     except ValueError:
         raise _invalid("schedule", "expected an ISO 8601 time such as 2024-01-15T10:30:00 (IST) "
                                    "or 2024-01-15T05:00:00Z") from None
+    if not 1970 <= when.year <= 2998:
+        raise _invalid("schedule", "the year must be between 1970 and 2998")
     if when.tzinfo is None:
         when = when.replace(tzinfo=IST)
     return when.astimezone(dt.timezone.utc)

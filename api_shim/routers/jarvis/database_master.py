@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_shim.auth import Principal, owning_tenant, require_scopes, tenant_filter
+from api_shim.jarvis_config import ROW_ID
 from api_shim.errors import JARVIS_ERROR_RESPONSES, conflict, not_found
 from api_shim.store.db import db_session
 from api_shim.store.jarvis_models import JarvisDatabaseMaster, JarvisOperation
@@ -95,13 +96,14 @@ async def create_master(body: DatabaseMasterIn, who: Principal = Depends(writers
 
 
 @router.get("/{master_id}", response_model=DatabaseMasterOne)
-async def get_master(master_id: int, who: Principal = Depends(readers), tenant: str | None = Depends(tenant_filter),
+async def get_master(master_id: ROW_ID, who: Principal = Depends(readers),
+                     tenant: str | None = Depends(tenant_filter),
                      session: AsyncSession = Depends(db_session)) -> DatabaseMasterOne:
     return DatabaseMasterOne(database=view(await load_master(session, master_id, who, tenant)))
 
 
 @router.put("/{master_id}", response_model=DatabaseMasterSaved)
-async def update_master(master_id: int, body: DatabaseMasterIn, who: Principal = Depends(writers),
+async def update_master(master_id: ROW_ID, body: DatabaseMasterIn, who: Principal = Depends(writers),
                         tenant: str | None = Depends(tenant_filter),
                         session: AsyncSession = Depends(db_session)) -> DatabaseMasterSaved:
     row = await load_master(session, master_id, who, tenant)
@@ -112,7 +114,8 @@ async def update_master(master_id: int, body: DatabaseMasterIn, who: Principal =
 
 
 @router.delete("/{master_id}", response_model=JarvisMessage)
-async def delete_master(master_id: int, who: Principal = Depends(writers), tenant: str | None = Depends(tenant_filter),
+async def delete_master(master_id: ROW_ID, who: Principal = Depends(writers),
+                        tenant: str | None = Depends(tenant_filter),
                         session: AsyncSession = Depends(db_session)) -> JarvisMessage:
     row = await load_master(session, master_id, who, tenant)
     used = (await session.execute(select(func.count()).select_from(JarvisOperation)

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api_shim.auth import Principal, owning_tenant, require_scopes, tenant_filter
 from api_shim.credentials import delete_endpoint, store_endpoint
 from api_shim.errors import JARVIS_ERROR_RESPONSES, ApiError, conflict, not_found
-from api_shim.jarvis_config import (DEPLOYMENT, MASK, WAIT_SECONDS, JarvisConfig, JarvisResult, endpoints_for,
+from api_shim.jarvis_config import (DEPLOYMENT, MASK, ROW_ID, WAIT_SECONDS, JarvisConfig, JarvisResult, endpoints_for,
                                     flow_parameters, in_ist, parse_schedule, result_of)
 from api_shim.prefect_runs import (create_run, find_runs, prefect_client, release_run, run_artifacts, status_of,
                                    tenant_tags, wait_for_final)
@@ -43,7 +43,7 @@ _FROM_RUN = {"scheduled": "pending", "starting": "running", "paused": "running",
 
 
 class OperationIn(BaseModel):
-    source_id: int = Field(description="id of a registered database master")
+    source_id: int = Field(ge=1, le=2**31 - 1, description="id of a registered database master")
     schedule: str | None = Field(None, max_length=64, description="ISO time; without a zone it is IST (UTC+05:30). "
                                                                   "Omitted: the operation waits for execute")
     operation_type: Literal["full", "incremental"] = "full"
@@ -51,7 +51,7 @@ class OperationIn(BaseModel):
 
 
 class OperationUpdate(BaseModel):
-    source_id: int | None = None
+    source_id: int | None = Field(None, ge=1, le=2**31 - 1)
     schedule: str | None = Field(None, max_length=64)
     operation_type: Literal["full", "incremental"] | None = None
     config_data: JarvisConfig | None = Field(None, description=f"passwords sent as {MASK!r} keep the stored ones")
@@ -162,7 +162,8 @@ async def facts_of(client: PrefectClient, op: JarvisOperation, run: FlowRun | No
         report = (await run_artifacts(client, run.id)).get("migration-report")
     else:
         facts.error_message, report = run.state.message or f"the flow run ended {run.state.name}", None
-    facts.result = result_of(status == "completed", report, facts.error_message, str(run.id), op.config_data.get("tables"))
+    facts.result = result_of(status == "completed", report, facts.error_message, str(run.id),
+                             op.config_data.get("tables"))
     return facts
 
 
@@ -297,16 +298,16 @@ async def create_operation(body: OperationIn, who: Principal = Depends(writers),
 
 
 @router.get("/{op_id}", response_model=OperationOne)
-async def get_operation(op_id: int, who: Principal = Depends(readers), tenant: str | None = Depends(tenant_filter),
-                        session: AsyncSession = Depends(db_session),
+async def get_operation(op_id: ROW_ID, who: Principal = Depends(readers),
+                        tenant: str | None = Depends(tenant_filter), session: AsyncSession = Depends(db_session),
                         client: PrefectClient = Depends(prefect_client)) -> OperationOne:
     op, name = await load_operation(session, op_id, who, tenant)
     return OperationOne(operation=(await one_view(client, op, name))[0])
 
 
 @router.get("/{op_id}/status", response_model=OperationStatus)
-async def operation_status(op_id: int, who: Principal = Depends(readers), tenant: str | None = Depends(tenant_filter),
-                           session: AsyncSession = Depends(db_session),
+async def operation_status(op_id: ROW_ID, who: Principal = Depends(readers),
+                           tenant: str | None = Depends(tenant_filter), session: AsyncSession = Depends(db_session),
                            client: PrefectClient = Depends(prefect_client)) -> OperationStatus:
     op, name = await load_operation(session, op_id, who, tenant)
     view, facts = await one_view(client, op, name)
@@ -337,7 +338,7 @@ def detailed(result: JarvisResult | None) -> JarvisResultDetails | None:
 
 
 @router.put("/{op_id}", response_model=OperationSaved)
-async def update_operation(op_id: int, body: OperationUpdate, who: Principal = Depends(writers),
+async def update_operation(op_id: ROW_ID, body: OperationUpdate, who: Principal = Depends(writers),
                            tenant: str | None = Depends(tenant_filter), session: AsyncSession = Depends(db_session),
                            client: PrefectClient = Depends(prefect_client)) -> OperationSaved:
     op, name = await load_operation(session, op_id, who, tenant)
@@ -369,8 +370,8 @@ async def update_operation(op_id: int, body: OperationUpdate, who: Principal = D
 
 
 @router.delete("/{op_id}", response_model=JarvisMessage)
-async def delete_operation(op_id: int, who: Principal = Depends(writers), tenant: str | None = Depends(tenant_filter),
-                           session: AsyncSession = Depends(db_session),
+async def delete_operation(op_id: ROW_ID, who: Principal = Depends(writers),
+                           tenant: str | None = Depends(tenant_filter), session: AsyncSession = Depends(db_session),
                            client: PrefectClient = Depends(prefect_client)) -> JarvisMessage:
     """Delete the operation and its stored credentials; a run not started yet is deleted too."""
     op, _ = await load_operation(session, op_id, who, tenant)
@@ -385,7 +386,7 @@ async def delete_operation(op_id: int, who: Principal = Depends(writers), tenant
 
 
 @router.post("/{op_id}/execute", response_model=Executed)
-async def execute_operation(op_id: int, force: bool = Query(False, description="run now even if scheduled later "
+async def execute_operation(op_id: ROW_ID, force: bool = Query(False, description="run now even if scheduled later "
                                                                                "or already completed"),
                             who: Principal = Depends(writers), tenant: str | None = Depends(tenant_filter),
                             session: AsyncSession = Depends(db_session),
