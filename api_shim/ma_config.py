@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from connectors.endpoint import Endpoint
 
@@ -69,6 +69,14 @@ class TransferConfig(BaseModel):
     method: str = "direct_copy"
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("options")
+    @classmethod
+    def parallel_is_a_count(cls, value: dict[str, Any]) -> dict[str, Any]:
+        parallel = value.get("parallel_transfers", 2)
+        if isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= 64:
+            raise ValueError("parallel_transfers must be a whole number from 1 to 64")
+        return value
+
 
 class SafetyConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -89,7 +97,14 @@ class MigrationConfig(BaseModel):
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
     tables: list[str] | None = Field(None, description="tables to move (default: every table of the source)")
     mode: str = Field("full", pattern="^(full|incremental)$")
-    watermark_column: str | None = None
+    watermark_column: str | None = Field(None, validate_default=True)
+
+    @field_validator("watermark_column")
+    @classmethod
+    def incremental_has_watermark(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("mode") == "incremental" and not value:
+            raise ValueError("required with mode incremental (a column that grows when a row changes)")
+        return value
 
 
 def unsupported_systems(config: MigrationConfig) -> list[dict[str, str]]:
