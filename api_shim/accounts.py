@@ -19,7 +19,7 @@ from api_shim.auth import scopes_for
 from api_shim.errors import ApiError, conflict
 from api_shim.security import hash_password, issue_token, verify_password
 from api_shim.settings import get_settings
-from api_shim.store.models import Tenant, User
+from api_shim.store.models import Tenant, User, as_utc
 
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$"
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -93,11 +93,6 @@ def access_token(user: User, requested: list[str] | None = None,
     token, expires = issue_token(get_settings(), user.username,
                                  {"role": user.role, "tenant": user.tenant_id, "scopes": sorted(granted), **claims})
     return token, expires, granted
-
-
-def as_utc(moment: dt.datetime) -> dt.datetime:
-    """SQLite hands timestamps back without their zone; they were written in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
 UtcDatetime = Annotated[dt.datetime, AfterValidator(as_utc)]  # for response models of stored timestamps

@@ -17,7 +17,7 @@ from api_shim.errors import ApiError
 from api_shim.security import hash_api_key, read_token
 from api_shim.settings import Settings, get_settings
 from api_shim.store.db import db_session
-from api_shim.store.models import ApiKey, User, utcnow
+from api_shim.store.models import ApiKey, User, as_utc, utcnow
 
 ALL_SCOPES = ["admin", "migrations:read", "migrations:write", "migrations:delete", "presets:read", "presets:write"]
 ROLE_SCOPES = {
@@ -49,7 +49,7 @@ class Principal:
 
 def scopes_for(user: User, requested: list[str] | None = None) -> frozenset[str]:
     allowed = set(ROLE_SCOPES.get(user.role, [])) | set(user.scopes or [])
-    return frozenset(allowed & set(requested)) if requested else frozenset(allowed)
+    return frozenset(allowed) if requested is None else frozenset(allowed & set(requested))
 
 
 def principal_for(user: User, via: str, scopes: frozenset[str] | None = None) -> Principal:
@@ -66,6 +66,9 @@ def unauthenticated(message: str = "Authentication credentials required") -> Api
                     headers={"WWW-Authenticate": "Bearer"})
 
 
+KEY_USE_RESOLUTION = dt.timedelta(minutes=1)  # last_used_at is written at most once a minute per key
+
+
 async def _from_api_key(session: AsyncSession, key: str) -> Principal:
     row = (await session.execute(select(ApiKey, User).join(User, User.id == ApiKey.user_id)
                                  .where(ApiKey.key_hash == hash_api_key(key)))).first()
@@ -73,11 +76,12 @@ async def _from_api_key(session: AsyncSession, key: str) -> Principal:
     if row is None:
         raise unauthenticated("Invalid API key")
     api_key, user = row
-    expires = api_key.expires_at
-    if expires is not None and expires.tzinfo is None:
-        expires = expires.replace(tzinfo=dt.timezone.utc)
+    expires = as_utc(api_key.expires_at)
     if api_key.revoked_at is not None or (expires is not None and expires <= now) or not user.is_active:
         raise unauthenticated("API key revoked or expired")
+    if api_key.last_used_at is None or now - as_utc(api_key.last_used_at) > KEY_USE_RESOLUTION:
+        api_key.last_used_at = now
+        await session.commit()
     scopes = scopes_for(user, api_key.scopes or None)
     return Principal(user.username, user.id, user.role, api_key.tenant_id or user.tenant_id, scopes, "api_key")
 
@@ -89,8 +93,8 @@ async def _from_token(session: AsyncSession, settings: Settings, token: str) -> 
     user = (await session.execute(select(User).where(User.username == claims["sub"]))).scalar_one_or_none()
     if user is None or not user.is_active:
         raise unauthenticated("User no longer exists or is disabled")
-    granted = claims.get("scopes")
-    return principal_for(user, "jwt", scopes_for(user, granted) if granted else None)
+    granted = claims.get("scopes")  # absent: every scope of the user's role; a list: at most those
+    return principal_for(user, "jwt", scopes_for(user, granted if isinstance(granted, list) else None))
 
 
 async def principal(request: Request, session: AsyncSession = Depends(db_session)) -> Principal:

@@ -23,6 +23,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 log = logging.getLogger("api_shim")
 
 JARVIS_SERVICE_PATHS = ("/migrate", "/test-connection")
+# the Schema Orchestrator documents one code per status
+SCHEMA_ORCHESTRATOR_CODES = {400: "VALIDATION_ERROR", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
+                             409: "CONFLICT", 429: "RATE_LIMIT_EXCEEDED", 500: "INTERNAL_ERROR"}
 
 
 class ApiError(Exception):
@@ -88,6 +91,7 @@ def render(request: Request, status: int, code: str, message: str, details: Any 
     rid = request_id(request)
     path = request.url.path
     if path.startswith("/api/v1"):
+        code = SCHEMA_ORCHESTRATOR_CODES.get(status, code)
         if isinstance(details, dict) and details:
             details = [{"field": k, "message": str(v)} for k, v in details.items()]
         body = {"error": {"code": code, "message": message, "details": details or [], "traceId": rid,

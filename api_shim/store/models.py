@@ -12,6 +12,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def as_utc(moment: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands timestamps back without their zone; the store writes them in UTC."""
+    return moment.replace(tzinfo=dt.timezone.utc) if moment is not None and moment.tzinfo is None else moment
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict: JSON, list: JSON, dt.datetime: DateTime(timezone=True)}
 
