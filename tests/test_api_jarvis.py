@@ -207,7 +207,8 @@ def test_example_3_direct_migration_mysql_to_clickhouse_is_synchronous(api_serve
     assert_secret_free([mysql_source["password"]], [r.text], api_server)
 
 
-def test_test_connection_is_real_and_never_echoes_the_password(api_server, jarvis, mysql_source):
+def test_test_connection_is_real_and_never_echoes_the_password(api_server, jarvis, mysql_source, master_id,
+                                                               tmp_path):
     good = jarvis.post("/test-connection", json={"type": "source", "adapter_type": "mysql", "config": mysql_source})
     assert good.status_code == 200, good.text
     assert good.json()["valid"] is True and good.json()["tables"] == ["customers"]
@@ -216,7 +217,15 @@ def test_test_connection_is_real_and_never_echoes_the_password(api_server, jarvi
                                                 "config": {**mysql_source, "password": wrong}})
     assert bad.status_code == 200
     assert bad.json()["valid"] is False and "Access denied" in bad.json()["error"]
-    assert_secret_free([wrong, mysql_source["password"]], [good.text, bad.text], api_server)
+
+    held = jarvis.post("/api/operations", json={"source_id": master_id, "config_data": {
+        "source_type": "mysql", "dest_type": "sqlite", "source": {**mysql_source, "password": wrong},
+        "destination": {"path": str(tmp_path / "target.db")}}})
+    assert held.status_code == 201 and held.json()["operation"]["status"] == "pending"
+    refused = jarvis.post(f"/api/operations/{held.json()['operation']['id']}/execute")
+    assert refused.status_code == 400 and refused.json()["error"] == "Source connection test failed"
+    assert "Access denied" in refused.json()["details"]["operation"]["error_message"]
+    assert_secret_free([wrong, mysql_source["password"]], [good.text, bad.text, held.text, refused.text], api_server)
 
 
 def test_zoho_and_sql_server_are_refused_naming_the_supported_types(jarvis, master_id):
