@@ -44,6 +44,7 @@ PHASES = [("connect_test", "connect-test", "Testing connections"), ("plan_table"
           ("copy_chunk", "extract-load", "Copying data"), ("index_staging", "index-staging", "Indexing staging tables"),
           ("verify_chunk", "verify", "Verifying data"), ("find_deleted", "find-deleted", "Finding deleted rows"),
           ("publish", "publish", "Publishing tables")]
+_STEP_NAMES = {fn: name for fn, name, _ in PHASES}
 _ROLLBACK_STATUS = {"completed": "rolled_back", "failed": "rollback_failed", "cancelled": "rollback_failed"}
 _TASK_STATUS = {StateType.COMPLETED: "completed", StateType.FAILED: "failed", StateType.CRASHED: "failed"}
 
@@ -101,6 +102,7 @@ class SessionView:
     artifacts: dict[str, Any] = field(default_factory=dict)
     tasks: list[TaskRun] = field(default_factory=list)
     rollback: FlowRun | None = None
+    built: SessionStatus | None = None  # status_model's answer, made once per view
 
     @property
     def status(self) -> str:
@@ -129,7 +131,12 @@ class SessionView:
         return round(((self.run.end_time or dt.datetime.now(dt.timezone.utc)) - start).total_seconds(), 3)
 
     def tasks_of(self, phase: str) -> list[TaskRun]:
-        return [t for t in self.tasks if (t.task_key or "").rsplit("-", 1)[0] == phase]
+        return [t for t in self.tasks if task_function(t) == phase]
+
+
+def task_function(task: TaskRun) -> str:
+    """The flow's task function a task run ran (its key is `<qualname>-<hash>`)."""
+    return (task.task_key or "").rsplit("-", 1)[0]
 
 
 class _Cache:
@@ -211,7 +218,8 @@ def _current_operation(view: SessionView) -> CurrentOperation | None:
     if not running:
         return None
     task = running[0]
-    return CurrentOperation(type=(task.task_key or "").rsplit("-", 1)[0], task=task.name, progress=view.progress)
+    return CurrentOperation(type=_STEP_NAMES.get(task_function(task), task_function(task)), task=task.name,
+                            progress=view.progress)
 
 
 def human_bytes(n: float | None) -> str | None:
@@ -242,6 +250,13 @@ def performance(view: SessionView) -> PerformanceMetrics:
 
 
 def status_model(view: SessionView) -> SessionStatus:
+    """The session's status as /status shows it (built once per cached view)."""
+    if view.built is None:
+        view.built = _build_status(view)
+    return view.built
+
+
+def _build_status(view: SessionView) -> SessionStatus:
     found, status = steps(view), view.status
     state = view.run.state
     running = [s for s in found if s.status in ("running", "failed")]

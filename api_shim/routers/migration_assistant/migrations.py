@@ -147,11 +147,15 @@ def _schedule_time(schedule: ScheduleRequest) -> dt.datetime:
     if when.tzinfo is None:
         try:
             when = when.replace(tzinfo=ZoneInfo(schedule.timezone))
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             raise _bad_field("timezone", f"unknown time zone {schedule.timezone!r}") from None
+    try:
+        when = when.astimezone(dt.timezone.utc)
+    except (OverflowError, ValueError):
+        raise _bad_field("scheduled_time", "out of range") from None
     if when <= dt.datetime.now(dt.timezone.utc):
         raise _bad_field("scheduled_time", "must be in the future")
-    return when.astimezone(dt.timezone.utc)
+    return when
 
 
 def _bad_field(name: str, message: str) -> ApiError:
