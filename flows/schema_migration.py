@@ -158,7 +158,7 @@ def schema_migration(
     """Validate, get approval if needed, apply phase by phase, roll everything back on a failure
     or a regression. Parameters name database blocks (Phase.endpoint), never credentials.
     `thresholds`: fields of tasks.probes.Thresholds (latency_increase_pct, min_latency_increase_ms,
-    max_replication_lag_seconds, max_probe_errors). Returns the report (see module doc)."""
+    p99_increase_pct, max_replication_lag_seconds, max_probe_errors). Returns the report (see module doc)."""
     log = get_run_logger()
     phases = [p if isinstance(p, Phase) else Phase(**p) for p in phases]
     if not phases:

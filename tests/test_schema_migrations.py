@@ -32,7 +32,7 @@ def _run(**params):
     """Run schema-migration in-process; returns (final state, report)."""
     params.setdefault("author", "dev@example.com")
     params.setdefault("require_approval", False)
-    params.setdefault("probe_iterations", 5)
+    params.setdefault("probe_iterations", 10)
     state = schema_migration(**params, return_state=True)
     return state, state.result(raise_on_failure=False)
 
@@ -291,7 +291,8 @@ def test_approval_approved_by_another_admin_rejected_expired_and_self_approval_r
         return {"migration_name": "add_nick", "script": "ALTER TABLE users ADD COLUMN nick text;",
                 "rollback_script": "ALTER TABLE users DROP COLUMN nick;", "author": "dev@example.com",
                 "phases": [{"name": "master", "endpoint": url}], "environment": "Production",
-                "require_approval": True, "probe_iterations": 3, **extra}
+                "require_approval": True, "probe_iterations": 3, **extra,
+                "thresholds": {"min_latency_increase_ms": 50}}  # not about probes: a busy worker must not fail it
     with get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name("schema-migration/on-demand")
         approved, rejected, expired = (
