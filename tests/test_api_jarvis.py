@@ -21,6 +21,16 @@ IST = ZoneInfo("Asia/Kolkata")
 OTHER_TENANT, OTHER_USER, OTHER_PASSWORD = "jarvis-other-org", "jarvis-other", "other-pass-123"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_server_errors(api_server):
+    """Nothing these tests do makes the server log an unhandled error."""
+    start = api_server.log.stat().st_size
+    yield
+    with open(api_server.log, errors="replace") as log:
+        log.seek(start)
+        assert "Traceback" not in log.read()
+
+
 @pytest.fixture(scope="module")
 def jarvis(api_server):
     with api_server.as_user("testuser", "test123") as client:

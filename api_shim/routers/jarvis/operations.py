@@ -21,14 +21,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_shim.auth import Principal, owning_tenant, require_scopes, tenant_filter
-from api_shim.credentials import delete_endpoint, store_endpoint
+from api_shim.credentials import store_endpoint
 from api_shim.errors import JARVIS_ERROR_RESPONSES, ApiError, conflict, not_found
 from api_shim.jarvis_config import (DEPLOYMENT, MASK, ROW_ID, WAIT_SECONDS, JarvisConfig, JarvisResult, endpoints_for,
                                     flow_parameters, in_ist, parse_schedule, result_of)
 from api_shim.prefect_runs import (create_run, find_runs, prefect_client, release_run, run_artifacts, status_of,
                                    tenant_tags, wait_for_final)
 from api_shim.routers.jarvis.database_master import JarvisMessage, load_master, visible
-from api_shim.routers.jarvis.service import probe_ref
+from api_shim.routers.jarvis.service import forget_credentials, probe_ref
 from api_shim.store.db import db_session
 from api_shim.store.jarvis_models import JarvisDatabaseMaster, JarvisOperation
 from blocks.resolve import resolve_endpoint
@@ -203,6 +203,10 @@ async def one_view(client: PrefectClient, op: JarvisOperation, source_name: str)
     return operation_view(op, source_name, facts), facts
 
 
+async def saved(client: PrefectClient, op: JarvisOperation, source_name: str, message: str) -> OperationSaved:
+    return OperationSaved(message=message, operation=(await one_view(client, op, source_name))[0])
+
+
 async def save_credentials(config: JarvisConfig, tenant: str | None) -> tuple[str, str]:
     """Both endpoints' credentials as tenant-owned blocks; returns their references."""
     source, destination = endpoints_for(config)
@@ -289,12 +293,10 @@ async def create_operation(body: OperationIn, who: Principal = Depends(writers),
         await start_run(client, op, hold=when is None, when=when)
     except BaseException:
         await session.rollback()
-        for ref in refs:
-            await delete_endpoint(ref)
+        await forget_credentials(refs)
         raise
     await session.commit()
-    view, _ = await one_view(client, op, master.name)
-    return OperationSaved(message="Operation created successfully", operation=view)
+    return await saved(client, op, master.name, "Operation created successfully")
 
 
 @router.get("/{op_id}", response_model=OperationOne)
@@ -363,10 +365,8 @@ async def update_operation(op_id: ROW_ID, body: OperationUpdate, who: Principal 
         await drop_unstarted_run(client, op, facts)
         await start_run(client, op, hold=op.schedule_at is None, when=aware(op.schedule_at))
     await session.commit()
-    for ref in old_refs:
-        await delete_endpoint(ref)
-    view, _ = await one_view(client, op, name)
-    return OperationSaved(message="Operation updated successfully", operation=view)
+    await forget_credentials(old_refs)
+    return await saved(client, op, name, "Operation updated successfully")
 
 
 @router.delete("/{op_id}", response_model=JarvisMessage)
@@ -380,8 +380,7 @@ async def delete_operation(op_id: ROW_ID, who: Principal = Depends(writers),
     await drop_unstarted_run(client, op, facts)
     await session.delete(op)
     await session.commit()
-    for ref in (op.source_ref, op.destination_ref):
-        await delete_endpoint(ref)
+    await forget_credentials([op.source_ref, op.destination_ref])
     return JarvisMessage(message="Operation deleted successfully")
 
 

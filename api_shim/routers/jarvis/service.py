@@ -61,6 +61,11 @@ def probe_ref(ref: str, write: bool) -> str | None:
     return probe(endpoint, write)[1]
 
 
+async def forget_credentials(refs) -> None:
+    for ref in refs:
+        await delete_endpoint(ref)
+
+
 async def run_and_wait(client: PrefectClient, config: JarvisConfig, refs: tuple[str, str], tags: list[str],
                        name: str) -> JarvisResult:
     """Run `migrate-tables` with these endpoints and wait until it ends; 504 if it outlasts the wait."""
@@ -84,8 +89,7 @@ async def migrate(body: JarvisConfig, who: Principal = Depends(runners), tenant:
             await store_endpoint(destination, owner, "jarvis-migrate-destination"))
     result = await run_and_wait(client, body, refs, tenant_tags(owner, who.username) + ["jarvis", "jarvis-migrate"],
                                 name=f"jarvis-migrate-{body.source_type}-to-{body.dest_type}")
-    for ref in refs:  # the run is over: its credentials are not needed any more
-        await delete_endpoint(ref)
+    await forget_credentials(refs)  # the run is over: its credentials are not needed any more
     return result
 
 
