@@ -2,3 +2,4 @@
 from api_shim.store import models  # noqa: F401
 from api_shim.store import jarvis_models  # noqa: F401
 from api_shim.store import presets_models  # noqa: F401
+from api_shim.store import schema_models  # noqa: F401
