@@ -204,3 +204,10 @@ async def artifact_of_runs(client: PrefectClient, run_ids: list[UUID], key: str,
 
 
 log = logging.getLogger("api_shim")
+
+
+async def latest_artifact(client: PrefectClient, run_id: UUID, key: str):
+    """The run's newest artifact called `key` (with its data and description), or None."""
+    flt = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]), key=ArtifactFilterKey(any_=[key]))
+    found = await client.read_artifacts(artifact_filter=flt)
+    return max(found, key=lambda a: a.updated or a.created or dt.datetime.min.replace(tzinfo=dt.timezone.utc), default=None)
