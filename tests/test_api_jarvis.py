@@ -256,7 +256,7 @@ def test_zoho_and_sql_server_are_refused_naming_the_supported_types(jarvis, mast
         assert "postgresql, mysql, clickhouse, sqlite" in r.json()["error"]
         assert "secret" not in r.text
     assert "Zoho CRM has no connector yet" in answers[0].json()["error"]
-    assert answers[0].json()["details"]["field"] == "source_type"
+    assert [r.json()["details"]["field"] for r in answers] == ["source_type", "source_type", "adapter_type"]
 
 
 def test_naive_schedule_is_ist_and_a_scheduled_operation_waits_unless_forced(api_server, prefect_stack, jarvis,

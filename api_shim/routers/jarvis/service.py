@@ -14,7 +14,7 @@ from api_shim.auth import Principal, owning_tenant, require_scopes, tenant_filte
 from api_shim.credentials import delete_endpoint, store_endpoint
 from api_shim.errors import JARVIS_ERROR_RESPONSES, ApiError
 from api_shim.jarvis_config import (DEPLOYMENT, WAIT_SECONDS, ConnectionSettings, JarvisConfig, JarvisResult,
-                                    endpoint_for, endpoints_for, flow_parameters, result_of)
+                                    endpoint_for, engine_of, endpoints_for, flow_parameters, result_of)
 from api_shim.prefect_runs import create_run, prefect_client, run_artifacts, tenant_tags, wait_for_final
 from blocks.resolve import resolve_endpoint
 from connectors.endpoint import Endpoint
@@ -96,6 +96,7 @@ async def migrate(body: JarvisConfig, who: Principal = Depends(runners), tenant:
 @router.post("/test-connection", response_model=ConnectionTestResult)
 async def test_connection(body: ConnectionTest, who: Principal = Depends(runners)) -> ConnectionTestResult:
     """Connect with the engine's connector: a source must be readable, a destination writable."""
+    engine_of(body.adapter_type, "adapter_type")
     endpoint = endpoint_for(body.config, body.adapter_type, body.type)
     tables, error = await asyncio.to_thread(probe, endpoint, body.type == "destination")
     return ConnectionTestResult(valid=error is None, type=body.type, adapter_type=body.adapter_type, error=error,
