@@ -829,8 +829,7 @@ def tenant_subscriptions(tenant_id: Optional[str] = None) -> list[dict]:
             if tenant_id is not None and tenant != tenant_id:
                 continue
             row = found.setdefault(sub_name, {"name": sub_name, "tenant_id": tenant, "title": auto.description,
-                                               "enabled": auto.enabled, "events": [], "automation_ids": [],
-                                               "created": auto.created})
+                                               "enabled": auto.enabled, "events": [], "automation_ids": []})
             row["events"] = sorted({*row["events"], *(_OUR_EVENT.get(e, e) for e in auto.trigger.expect)})
             row["automation_ids"].append(str(auto.id))
     return list(found.values())

@@ -63,11 +63,11 @@ class Webhook(BaseModel):
     events: list[str]
     enabled: bool
     signature_header: str = SIGNATURE_HEADER
-    created_at: dt.datetime | None = None
 
 
 class WebhookCreated(Webhook):
     url: str
+    created_at: dt.datetime
     secret: str = Field(description="the signing key; shown only in this response")
 
 
@@ -88,7 +88,7 @@ def _subscription(body: WebhookIn, tenant: str | None) -> TenantSubscription:
 def _webhook(row: dict) -> Webhook:
     events = sorted({_DOCUMENTED.get(e, e) for e in row["events"]})
     return Webhook(id=row["name"], name=row["title"] or row["name"], tenant_id=None if row["tenant_id"] == "-"
-                   else row["tenant_id"], events=events, enabled=row["enabled"], created_at=row["created"])
+                   else row["tenant_id"], events=events, enabled=row["enabled"])
 
 
 @router.post("/webhooks/", response_model=WebhookCreated, status_code=201)
