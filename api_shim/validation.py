@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Literal
 
 from pydantic import BaseModel, Field
 
 import connectors
 from api_shim.ma_config import MigrationConfig, SystemConfig, unsupported_systems
-from connectors.base import Connector, MigrationError
+from connectors.base import ConnectionFailed, Connector, MigrationError
 from connectors.endpoint import Endpoint
 from tasks.plan import check_compatible, destination_schema
 from tasks.state import LEDGER
@@ -144,18 +145,28 @@ def _check_endpoints(config: MigrationConfig, source_ep: Endpoint, dest_ep: Endp
 def _connected(endpoint: Endpoint, side: str, checks: Checks) -> Iterator[Connector | None]:
     conn, ready = None, False
     try:
+        _check_embedded_path(endpoint, side)
         conn = connectors.connect(endpoint)
         conn.check_access(write=False)
         checks.ok(f"{side}_connectivity", f"{endpoint.label} answered")
         checks.ok(f"{side}_credentials", f"{endpoint.label} accepted the credentials")
         ready = True
-    except MigrationError as exc:
-        _connect_failed(str(exc), side, checks)
+    except Exception as exc:  # drivers raise their own errors for odd input; report them, redacted
+        _connect_failed(str(exc) if isinstance(exc, MigrationError) else f"{endpoint.label}: {exc}", side, checks)
     try:
         yield conn if ready else None
     finally:
         with contextlib.suppress(Exception):
             conn and conn.close()
+
+
+def _check_embedded_path(endpoint: Endpoint, side: str) -> None:
+    """A source file must exist; a destination is created only inside a folder that exists."""
+    if not endpoint.path or endpoint.path == ":memory:":
+        return
+    must_exist = Path(endpoint.path) if side == "source" else Path(endpoint.path).parent
+    if not must_exist.exists():
+        raise ConnectionFailed(f"{endpoint.label}: {must_exist} does not exist")
 
 
 def _connect_failed(message: str, side: str, checks: Checks) -> None:

@@ -132,7 +132,7 @@ def _check(report: dict, name: str) -> dict:
     return next(c for c in report["checks"] if c["check"] == name)
 
 
-def test_validate_runs_real_checks(api_server, user, postgres_url, clickhouse_url, mysql_user_with_password):
+def test_validate_runs_real_checks(api_server, user, postgres_url, clickhouse_url, mysql_user_with_password, tmp_path):
     fill_postgres(postgres_url, "orders", rows=1234)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE ledger (id bigint PRIMARY KEY, amount numeric)")
@@ -165,6 +165,10 @@ def test_validate_runs_real_checks(api_server, user, postgres_url, clickhouse_ur
     connectivity = _check(unreachable, "source_connectivity")
     assert connectivity["status"] == "failed" and connectivity["field"] == "source.host"
     assert _check(unreachable, "source_credentials")["status"] == "skipped" and not unreachable["valid"]
+
+    ghost = tmp_path / "absent.sqlite"
+    no_file = _validate(user, {"type": "sqlite", "path": str(ghost)}, warehouse)
+    assert _check(no_file, "source_connectivity")["status"] == "failed" and not ghost.exists()
 
     web = _validate(user, {"type": "wordpress", "host": "old-server.com", "password": PASSWORD},
                     {"type": "aws-s3", "region": "us-east-1", "bucket": "my-new-website"})

@@ -25,6 +25,7 @@ from api_shim.auth import Principal, owning_tenant, require_scopes, tenant_filte
 from api_shim.errors import ApiError, not_found
 from api_shim.prefect_runs import artifact_of_runs, prefect_client, runs_started_between, status_of, tag_value
 from api_shim.sessions import human_bytes
+from api_shim.settings import get_settings
 from deployments.webhooks import (REPORT_ARTIFACT_KEY, SIGNATURE_HEADER, TenantSubscription, apply_subscription,
                                   remove_subscription, tenant_subscriptions)
 
@@ -48,7 +49,8 @@ class RetryPolicy(BaseModel):
 
 class WebhookIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    url: AnyHttpUrl
+    url: AnyHttpUrl = Field(description="outside development mode, private and loopback addresses are refused "
+                                        "when delivering")
     events: list[EventName] = Field(min_length=1)
     headers: dict[str, str] = Field(default_factory=dict, description="sent with every delivery (stored encrypted)")
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
@@ -78,7 +80,8 @@ def _subscription(body: WebhookIn, tenant: str | None) -> TenantSubscription:
         return TenantSubscription(
             name=f"wh-{uuid.uuid4().hex[:12]}", url=str(body.url), headers=headers, tenant_id=tenant or "-",
             events=sorted({e for name in body.events for e in EVENTS[name]}), title=body.name,
-            max_attempts=body.retry_policy.max_retries + 1, retry_delay_seconds=body.retry_policy.retry_delay)
+            max_attempts=body.retry_policy.max_retries + 1, retry_delay_seconds=body.retry_policy.retry_delay,
+            allow_private_urls=get_settings().development)  # production: no loopback/private targets (SSRF)
     except ValidationError as exc:
         errors = [{"field": ".".join(map(str, e["loc"])) or "body", "message": e["msg"].removeprefix("Value error, ")}
                   for e in exc.errors()]
