@@ -208,7 +208,7 @@ class Subscription(BaseModel):
 
     @property
     def progress_automation_name(self) -> str:
-        return f"{AUTOMATION_PREFIX}{self.name}/progress"
+        return f"{self.automation_name}/progress"
 
     @property
     def block_name(self) -> str:
@@ -779,10 +779,6 @@ class TenantSubscription(Subscription):
     @property
     def automation_name(self) -> str:
         return f"{TENANT_PREFIX}/{self.tenant_id}/{self.name}"
-
-    @property
-    def progress_automation_name(self) -> str:
-        return f"{self.automation_name}/progress"
 
     @property
     def block_name(self) -> str:
