@@ -44,6 +44,7 @@ class SchemaMigration(Base):
     estimated_duration: Mapped[int] = mapped_column(Integer, default=1)
     tags: Mapped[list] = mapped_column(default=list)
     status: Mapped[str] = mapped_column(String(32), default="Draft", index=True)
+    execution_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # the execution `status` follows
     author: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -47,6 +47,7 @@ def upgrade() -> None:
     sa.Column('estimated_duration', sa.Integer(), nullable=False),
     sa.Column('tags', sa.JSON(), nullable=False),
     sa.Column('status', sa.String(length=32), nullable=False),
+    sa.Column('execution_id', sa.String(length=36), nullable=True),
     sa.Column('author', sa.String(length=200), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
