@@ -97,7 +97,8 @@ def check_analytics(client, prefect_stack, good: str, bad: str) -> None:
     assert summary["total_bytes_transferred"] > 0
     assert summary["average_duration_seconds"] == pytest.approx(statistics.fmean(durations), abs=0.01)
     assert report["by_type"] == {"postgresql": {"count": 2, "success_rate": 50.0}}
-    today = runs[0].start_time.astimezone(dt.timezone.utc).date()
+    started = runs[0].start_time.astimezone(dt.timezone.utc)
+    today = dt.date(started.year, started.month, started.day)
     [trend] = report["performance_trends"]
     assert trend["date"] == today.isoformat() and trend["migrations"] == 2
     month = client.get("/analytics/migrations", params={"group_by": "month"})

@@ -198,7 +198,8 @@ def _mean(values: list[float]) -> float | None:
 
 
 def _bucket(when: dt.datetime, group_by: str) -> str:
-    day = when.astimezone(dt.timezone.utc).date()
+    utc = when.astimezone(dt.timezone.utc)
+    day = dt.date(utc.year, utc.month, utc.day)  # a plain date (Prefect's datetimes may be Pendulum's)
     if group_by == "week":
         day -= dt.timedelta(days=day.weekday())
     elif group_by == "month":
