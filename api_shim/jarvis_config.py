@@ -16,6 +16,7 @@ from fastapi import Path
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 
 from api_shim.errors import ApiError
+from api_shim.store.models import as_utc
 from connectors.endpoint import Endpoint
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -139,11 +140,7 @@ def parse_schedule(text: str | None) -> dt.datetime | None:
 
 
 def in_ist(when: dt.datetime | None) -> str | None:
-    if when is None:
-        return None
-    if when.tzinfo is None:  # SQLite gives back naive UTC
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return when.astimezone(IST).isoformat()
+    return as_utc(when).astimezone(IST).isoformat() if when is not None else None
 
 
 class TableCount(BaseModel):

@@ -24,13 +24,14 @@ from api_shim.auth import Principal, owning_tenant, require_scopes, tenant_filte
 from api_shim.credentials import store_endpoint
 from api_shim.errors import JARVIS_ERROR_RESPONSES, ApiError, conflict, not_found
 from api_shim.jarvis_config import (DEPLOYMENT, MASK, ROW_ID, WAIT_SECONDS, JarvisConfig, JarvisResult, endpoints_for,
-                                    flow_parameters, in_ist, parse_schedule, result_of)
-from api_shim.prefect_runs import (create_run, find_runs, prefect_client, release_run, run_artifacts, status_of,
-                                   tenant_tags, wait_for_final)
+                                    flow_parameters, in_ist, parse_schedule)
+from api_shim.prefect_runs import (create_run, find_runs, prefect_client, release_run, status_of, tenant_tags,
+                                   wait_for_final)
 from api_shim.routers.jarvis.database_master import JarvisMessage, load_master, visible
-from api_shim.routers.jarvis.service import forget_credentials, probe_ref
+from api_shim.routers.jarvis.service import forget_credentials, probe_ref, result_of_run
 from api_shim.store.db import db_session
 from api_shim.store.jarvis_models import JarvisDatabaseMaster, JarvisOperation
+from api_shim.store.models import as_utc
 from blocks.resolve import resolve_endpoint
 
 router = APIRouter(prefix="/api/operations", tags=["jarvis: operations"], responses=JARVIS_ERROR_RESPONSES)
@@ -146,10 +147,6 @@ class RunFacts:
     result: JarvisResult | None = None
 
 
-def aware(when: dt.datetime | None) -> dt.datetime | None:
-    return when.replace(tzinfo=dt.timezone.utc) if when is not None and when.tzinfo is None else when
-
-
 async def facts_of(client: PrefectClient, op: JarvisOperation, run: FlowRun | None) -> RunFacts:
     if run is None:
         return RunFacts("failed", error_message=f"flow run {op.flow_run_id} no longer exists in Prefect")
@@ -158,12 +155,8 @@ async def facts_of(client: PrefectClient, op: JarvisOperation, run: FlowRun | No
     if not (run.state and run.state.is_final()):
         return facts
     facts.completed_at = run.end_time
-    if status == "completed":
-        report = (await run_artifacts(client, run.id)).get("migration-report")
-    else:
-        facts.error_message, report = run.state.message or f"the flow run ended {run.state.name}", None
-    facts.result = result_of(status == "completed", report, facts.error_message, str(run.id),
-                             op.config_data.get("tables"))
+    facts.result = await result_of_run(client, run, op.config_data.get("tables"))
+    facts.error_message = None if facts.result.success else facts.result.errors[0]
     return facts
 
 
@@ -179,8 +172,8 @@ def operation_view(op: JarvisOperation, source_name: str, facts: RunFacts) -> Op
     return OperationView(id=op.id, source_id=op.source_id, source_name=source_name, user_id=op.user_id,
                      username=op.username, schedule=in_ist(op.schedule_at), status=facts.status,
                      operation_type=op.operation_type, config_data=op.config_data, result_data=facts.result,
-                     error_message=facts.error_message, created_at=aware(op.created_at),
-                     updated_at=aware(op.updated_at), started_at=facts.started_at, completed_at=facts.completed_at,
+                     error_message=facts.error_message, created_at=as_utc(op.created_at),
+                     updated_at=as_utc(op.updated_at), started_at=facts.started_at, completed_at=facts.completed_at,
                      flow_run_id=op.flow_run_id)
 
 
@@ -259,7 +252,7 @@ async def summary(who: Principal = Depends(readers), tenant: str | None = Depend
         by_status[facts[op.id].status] = by_status.get(facts[op.id].status, 0) + 1
         by_type[op.operation_type] = by_type.get(op.operation_type, 0) + 1
     recent = [RecentOperation(id=op.id, status=facts[op.id].status, operation_type=op.operation_type,
-                              source_name=name, created_at=aware(op.created_at),
+                              source_name=name, created_at=as_utc(op.created_at),
                               completed_at=facts[op.id].completed_at) for op, name in rows[:10]]
     return OperationsSummary(total_operations=len(rows), by_status=by_status, by_type=by_type,
                              recent_operations=recent)
@@ -363,7 +356,7 @@ async def update_operation(op_id: ROW_ID, body: OperationUpdate, who: Principal 
         op.schedule_at = parse_schedule(body.schedule)
     if facts.status == "pending" or rescheduled:
         await drop_unstarted_run(client, op, facts)
-        await start_run(client, op, hold=op.schedule_at is None, when=aware(op.schedule_at))
+        await start_run(client, op, hold=op.schedule_at is None, when=as_utc(op.schedule_at))
     await session.commit()
     await forget_credentials(old_refs)
     return await saved(client, op, name, "Operation updated successfully")
@@ -414,7 +407,7 @@ def refuse_without_force(op: JarvisOperation, facts: RunFacts, force: bool) -> N
     if facts.status == "completed":
         raise conflict("OPERATION_ALREADY_COMPLETED", "Operation already completed; execute with force=true to run "
                        "it again", id=op.id)
-    due = aware(op.schedule_at)
+    due = as_utc(op.schedule_at)
     if facts.status == "pending" and due is not None and due > dt.datetime.now(dt.timezone.utc):
         raise conflict("OPERATION_SCHEDULED", "Operation is scheduled for later; execute with force=true to run "
                        "it now", id=op.id, schedule=in_ist(due))

@@ -7,6 +7,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends
 from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.objects import FlowRun
 from pydantic import BaseModel, Field
 
 import connectors
@@ -15,7 +16,7 @@ from api_shim.credentials import delete_endpoint, store_endpoint
 from api_shim.errors import JARVIS_ERROR_RESPONSES, ApiError
 from api_shim.jarvis_config import (DEPLOYMENT, WAIT_SECONDS, ConnectionSettings, JarvisConfig, JarvisResult,
                                     endpoint_for, engine_of, endpoints_for, flow_parameters, result_of)
-from api_shim.prefect_runs import create_run, prefect_client, run_artifacts, tenant_tags, wait_for_final
+from api_shim.prefect_runs import create_run, latest_artifact, prefect_client, tenant_tags, wait_for_final
 from blocks.resolve import resolve_endpoint
 from connectors.endpoint import Endpoint
 
@@ -66,6 +67,14 @@ async def forget_credentials(refs) -> None:
         await delete_endpoint(ref)
 
 
+async def result_of_run(client: PrefectClient, run: FlowRun, tables: list[str] | None) -> JarvisResult:
+    """What a final run did: its `migration-report` artifact, or its error."""
+    completed = run.state.is_completed()
+    report = await latest_artifact(client, run.id, "migration-report") if completed else None
+    error = None if completed else (run.state.message or f"the flow run ended {run.state.name}")
+    return result_of(completed, report.data if report else None, error, str(run.id), tables)
+
+
 async def run_and_wait(client: PrefectClient, config: JarvisConfig, refs: tuple[str, str], tags: list[str],
                        name: str) -> JarvisResult:
     """Run `migrate-tables` with these endpoints and wait until it ends; 504 if it outlasts the wait."""
@@ -74,8 +83,7 @@ async def run_and_wait(client: PrefectClient, config: JarvisConfig, refs: tuple[
     if not run.state.is_final():
         raise ApiError(504, "MIGRATION_TIMEOUT", f"The migration is still running after {WAIT_SECONDS:.0f} s",
                        {"flow_run_id": str(run.id)})
-    report = (await run_artifacts(client, run.id)).get("migration-report") if run.state.is_completed() else None
-    return result_of(run.state.is_completed(), report, run.state.message, str(run.id), config.tables)
+    return await result_of_run(client, run, config.tables)
 
 
 @router.post("/migrate", response_model=JarvisResult,
