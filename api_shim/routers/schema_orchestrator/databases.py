@@ -23,7 +23,7 @@ from api_shim.routers.schema_orchestrator.common import (
 from api_shim.store.db import db_session
 from api_shim.store.schema_models import SchemaDatabase
 from connectors.base import MigrationError
-from connectors.endpoint import Endpoint
+from connectors.endpoint import ENGINE_ALIASES, Endpoint
 from tasks.probes import health
 
 router = APIRouter(prefix="/api/v1/databases")
@@ -88,9 +88,12 @@ class DatabaseList(BaseModel):
 
 def parsed(field: str, text: SecretStr, engine: str, label: str) -> Endpoint:
     try:
-        return Endpoint.from_connection_string(text.get_secret_value(), engine, label=label)
+        endpoint = Endpoint.from_connection_string(text.get_secret_value(), engine, label=label)
     except MigrationError as exc:
         raise invalid(field, str(exc)) from None
+    if endpoint.engine != ENGINE_ALIASES[engine.lower()]:
+        raise invalid(field, f"this connection string is for {endpoint.engine}, not {engine}")
+    return endpoint
 
 
 async def measured(db: SchemaDatabase) -> tuple[Health, list[Health]]:

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Response
 from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -41,6 +42,22 @@ ROLLBACK_WAIT_SECONDS = 60
 PhaseName = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
 
 
+class Thresholds(BaseModel):
+    """A phase regresses when average latency grows by more than latencyIncreasePct percent and by more
+    than minLatencyIncreaseMs, p99 by more than p99IncreasePct (when given), or lag or probe errors exceed theirs."""
+    latencyIncreasePct: float = Field(60.0, gt=0, le=100_000)
+    minLatencyIncreaseMs: float = Field(5.0, ge=0, le=3_600_000)
+    p99IncreasePct: float | None = Field(None, gt=0, le=100_000)
+    maxReplicationLagSeconds: float = Field(60.0, gt=0, le=86_400)
+    maxProbeErrors: int = Field(0, ge=0, le=100_000)
+
+    def engine(self) -> dict:
+        """As tasks.probes.Thresholds fields."""
+        return {"latency_increase_pct": self.latencyIncreasePct, "min_latency_increase_ms": self.minLatencyIncreaseMs,
+                "p99_increase_pct": self.p99IncreasePct, "max_replication_lag_seconds": self.maxReplicationLagSeconds,
+                "max_probe_errors": self.maxProbeErrors}
+
+
 class ExecuteIn(BaseModel):
     environment: Environment | None = Field(None, description="must be the target database's, when given")
     strategy: Strategy | None = Field(None, description="default: the migration's")
@@ -48,6 +65,7 @@ class ExecuteIn(BaseModel):
     phases: list[PhaseName] | None = Field(None, min_length=1, max_length=32,
                                      description="replica ids and `master`, in order; default: replicas, then master")
     force: bool = Field(False, description="apply again although the targets' history says it is applied")
+    thresholds: Thresholds | None = Field(None, description="when a phase counts as a regression (rolled back)")
 
 
 class ExecutionStarted(BaseModel):
@@ -116,7 +134,8 @@ async def runs_by_id(client: PrefectClient, ids: list[str | None]) -> dict[str, 
     wanted = [i for i in ids if i]
     if not wanted:
         return {}
-    return {str(r.id): r for r in await find_runs(client, [], ids=[UUID(i) for i in wanted])}
+    flt = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in wanted]))
+    return {str(r.id): r for r in await client.read_flow_runs(flow_run_filter=flt)}
 
 
 async def refresh(session: AsyncSession, client: PrefectClient, migrations: list[SchemaMigration]) -> None:
@@ -188,7 +207,8 @@ async def execute_migration(migrationId: ResourceId, body: ExecuteIn,
     waits = approval is not None and approval.status == "Pending"
     params = {"migration_name": migration.name, "script": migration.script, "rollback_script": migration.rollback_script,
               "phases": phases, "author": migration.author, "environment": db.environment, "dry_run": body.dryRun,
-              "force": body.force, "require_approval": waits if approval else None}
+              "force": body.force, "require_approval": waits if approval else None,
+              "thresholds": body.thresholds.engine() if body.thresholds else None}
     if waits:
         params["approval_timeout_seconds"] = max(1, int((as_utc(approval.expires_at) - utcnow()).total_seconds()))
     run = await create_run(client, DEPLOYMENT, params,
