@@ -182,6 +182,21 @@ def test_example_1_scheduled_postgres_to_clickhouse_runs_by_prefect_then_forced_
     assert_secret_free([pg_password, ch_password], texts, api_server)
 
 
+def test_a_past_schedule_runs_at_once_and_a_failed_run_reports_its_error(jarvis, master_id, postgres_url, tmp_path):
+    seed_postgres(postgres_url)
+    body = example_1_body(master_id, "2024-01-01T00:00:00", postgres_url, "pw", tmp_path / "dw", "")
+    body["config_data"]["tables"] = ["users", "no_such_table"]
+    op = jarvis.post("/api/operations", json=body).json()["operation"]
+    done = wait_for_status(jarvis, op["id"], {"completed", "failed"})
+    assert done["status"] == "failed" and "no_such_table" in done["error_message"]
+    detail = jarvis.get(f"/api/operations/{op['id']}/status").json()
+    assert (detail["is_completed"], detail["is_success"]) == (True, False)
+    results = detail["migration_results"]
+    assert results["success"] is False and results["tables_migrated"] == []
+    assert [t["table"] for t in results["tables_failed"]] == ["users", "no_such_table"]
+    assert jarvis.get("/api/operations/summary").json()["by_status"]["failed"] >= 1
+
+
 @pytest.fixture
 def mysql_source(mysql_user_with_password):
     url, user, password = mysql_user_with_password
