@@ -41,14 +41,6 @@ MEASURED_ROWS_PER_S: dict[tuple[str, str], dict[bool, tuple[float, float]]] = {
 }
 STARTUP_SECONDS = (12, 16)  # run created -> flow body starts, on a process worker polling every 2 s
 
-# catalog figures per engine: (estimated rows, bytes on disk)
-SIZE_SQL = {
-    "postgres": "SELECT c.reltuples::bigint, pg_total_relation_size(c.oid) FROM pg_class c WHERE c.oid = to_regclass(%s)",
-    "mysql": "SELECT table_rows, data_length + index_length FROM information_schema.tables "
-             "WHERE table_schema = DATABASE() AND table_name = %s",
-    "clickhouse": "SELECT total_rows, total_bytes FROM system.tables WHERE database = currentDatabase() AND name = %s",
-    "sqlite": "SELECT NULL, SUM(pgsize) FROM dbstat WHERE name = ?",
-}
 
 
 class CheckResult(BaseModel):
@@ -245,16 +237,9 @@ def _check_size(source: Connector, tables: list[str], checks: Checks) -> SizeEst
 
 
 def _table_size(conn: Connector, table: str) -> TableSize:
-    name = conn.q(table) if conn.engine == "postgres" else table
-    try:
-        rows = conn.query(SIZE_SQL[conn.engine], [name])
-    except MigrationError:
-        rows = []  # e.g. SQLite built without the dbstat table
-    estimate, size = (rows[0] if rows else (None, None))
-    if estimate is None or int(estimate) < EXACT_COUNT_BELOW:
-        return TableSize(table=table, rows=conn.count_rows(table), rows_exact=True,
-                         bytes=None if size is None else int(size))
-    return TableSize(table=table, rows=int(estimate), rows_exact=False, bytes=None if size is None else int(size))
+    estimate, size = conn.table_size(table)
+    exact = estimate < EXACT_COUNT_BELOW
+    return TableSize(table=table, rows=conn.count_rows(table) if exact else estimate, rows_exact=exact, bytes=size)
 
 
 def _result(config: MigrationConfig, checks: Checks, size: SizeEstimate | None) -> ValidationResult:

@@ -161,8 +161,9 @@ class SqlConnector:
         """{"active_connections": int, "replication_lag_seconds": float | None, "replicating": bool | None}."""
         raise NotImplementedError
 
-    def table_size(self, table: str) -> tuple[int, int]:
-        """(estimated rows, bytes on disk) of `table`; (0, 0) when it does not exist."""
+    def table_size(self, table: str) -> tuple[int, int | None]:
+        """(estimated rows, bytes on disk or None when the engine cannot tell) of `table`; (0, 0) when it
+        does not exist."""
         raise NotImplementedError
 
     def history_types(self) -> tuple[str, str]:

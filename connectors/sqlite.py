@@ -94,6 +94,15 @@ class SQLiteConnector(SqlConnector):
             if not os.access(target, os.W_OK):
                 raise MigrationError(f"{self.endpoint.label}: {target!r} is not writable")
 
+    def table_size(self, table: str) -> tuple[int, int | None]:
+        """Rows counted exactly (SQLite keeps no estimate); bytes when SQLite was built with dbstat."""
+        rows = self.count_rows(table)
+        try:
+            size = self.query("SELECT SUM(pgsize) FROM dbstat WHERE name = ?", [table])[0][0]
+        except MigrationError:
+            size = None
+        return rows, None if size is None else int(size)
+
     def list_tables(self) -> list[str]:
         return [r[0] for r in self.query(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
