@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api_shim.accounts import UtcDatetime
 from api_shim.auth import Principal, tenant_filter
 from api_shim.errors import ApiError, conflict, not_found
-from api_shim.prefect_runs import create_run, find_runs, latest_artifact, prefect_client, read_run, tenant_tags, wait_for_final
+from api_shim.prefect_runs import (create_run, find_runs, latest_artifact, prefect_client, read_run, run_tasks, tenant_tags,
+                                   wait_for_final)
 from api_shim.routers.schema_orchestrator.common import (
     CONTRACT_ROLES, DEPLOYMENT, MASTER, NAME_PATTERN, ROLLBACK_DEPLOYMENT, Environment, ResourceId, Strategy,
     acting_as, invalid, load_database, load_migration, may_change, new_approval, off_loop, open_approval,
@@ -32,6 +33,7 @@ from api_shim.store.db import db_session
 from api_shim.store.models import as_utc, utcnow
 from api_shim.store.schema_models import SchemaDatabase, SchemaExecution, SchemaMigration
 from connectors.base import MigrationError
+from tasks.probes import Measurement
 from tasks.schema_apply import AlreadyApplied, check_history
 
 router = APIRouter(prefix="/api/v1/migrations")
@@ -247,6 +249,18 @@ def metrics_of(report_rows: list[dict]) -> PerformanceMetrics | None:
     return None
 
 
+async def latest_measurement(client: PrefectClient, run: FlowRun) -> PerformanceMetrics | None:
+    """While a run is going: the newest finished `measure` task's result (None when not readable here)."""
+    for task_run in await run_tasks(client, run.id, limit=50):
+        if task_run.name.startswith("measure") and task_run.state and task_run.state.is_completed():
+            try:
+                found = Measurement(**await task_run.state.aresult())
+            except Exception:
+                return None
+            return PerformanceMetrics(phase=task_run.name.rsplit("[", 1)[-1].rstrip("]"), **found.contract())
+    return None
+
+
 async def execution_view(client: PrefectClient, execution: SchemaExecution) -> ExecutionView:
     run = await read_run(client, execution.id)
     rollback = await read_run(client, execution.rollback_run_id) if execution.rollback_run_id else None
@@ -257,12 +271,16 @@ async def execution_view(client: PrefectClient, execution: SchemaExecution) -> E
     phase = step.split(":", 1)[0] if ":" in step else None
     final = run is not None and run.state is not None and run.state.is_final()
     percent = 100.0 if final and run.state.is_completed() else float(progress.data) if progress else 0.0
+    if report:
+        metrics = metrics_of(_table(report.data))
+    else:
+        metrics = await latest_measurement(client, run) if run and not final else None
     return ExecutionView(
         executionId=execution.id, migrationId=execution.migration_id, status=status, dryRun=execution.dry_run,
         startedAt=(run.start_time if run and run.start_time else execution.started_at),
         completedAt=(rollback or run).end_time if final else None,
         currentPhase=phase if phase in execution.phases else None, progress=min(100.0, max(0.0, percent)),
-        phases=execution.phases, performanceMetrics=metrics_of(_table(report.data)) if report else None,
+        phases=execution.phases, performanceMetrics=metrics,
         message=run.state.message if final and not run.state.is_completed() else None)
 
 
