@@ -11,9 +11,10 @@ import contextlib
 import re
 import uuid
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from prefect.client.orchestration import get_client
+from starlette.datastructures import Headers, MutableHeaders
 
 from api_shim import errors, ratelimit
 from api_shim.bootstrap import seed
@@ -26,6 +27,26 @@ VERSION = "1.0.0"
 SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 ROUTERS = [system.router, auth.router, migrations.router, presets.router, webhooks.router,
            jarvis.router, schema_orchestrator.router, jarvis_auth.router, schema_auth.router]
+
+
+class RequestId:
+    """ASGI middleware: each call gets a request id (the caller's X-Request-ID when it is sane), echoed back."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        given = Headers(scope=scope).get("x-request-id", "")
+        rid = given if SAFE_REQUEST_ID.fullmatch(given) else f"req-{uuid.uuid4().hex[:12]}"
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Request-ID"] = rid
+            await send(message)
+        await self.app(scope, receive, send_with_id)
 
 
 @contextlib.asynccontextmanager
@@ -48,16 +69,10 @@ def create_app() -> FastAPI:
                   responses=errors.ERROR_RESPONSES)
     app.state.settings = settings
     errors.install(app)
-    ratelimit.install(app)
+    # the last added runs first: request ids exist before the rate limit can refuse a call
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"])
-
-    @app.middleware("http")
-    async def request_id(request: Request, call_next):
-        given = request.headers.get("x-request-id", "")
-        request.state.request_id = given if SAFE_REQUEST_ID.fullmatch(given) else f"req-{uuid.uuid4().hex[:12]}"
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = request.state.request_id
-        return response
+    app.add_middleware(ratelimit.OverallRateLimit, per_minute=settings.rate_limit_per_minute)
+    app.add_middleware(RequestId)
 
     for router in ROUTERS:
         app.include_router(router)

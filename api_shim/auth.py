@@ -7,6 +7,8 @@ by X-Tenant-ID, or all). A resource of another tenant is reported as not found, 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import time
 from dataclasses import dataclass, field
 
 from fastapi import Depends, Request
@@ -97,6 +99,36 @@ async def _from_token(session: AsyncSession, settings: Settings, token: str) -> 
     return principal_for(user, "jwt", scopes_for(user, granted if isinstance(granted, list) else None))
 
 
+class PrincipalCache:
+    """Who a credential stands for, remembered for a few seconds: a polling client then costs one token check
+    and no store query per call. Revoking a key or changing a user calls `forget()`; other server processes
+    notice within CACHE_SECONDS."""
+
+    SECONDS = 5.0
+
+    def __init__(self):
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, credential: str) -> Principal | None:
+        entry = self._entries.get(_digest(credential))
+        return entry[1] if entry and entry[0] > time.monotonic() else None
+
+    def put(self, credential: str, who: Principal) -> None:
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[_digest(credential)] = (time.monotonic() + self.SECONDS, who)
+
+    def forget(self) -> None:
+        self._entries.clear()
+
+
+def _digest(credential: str) -> str:
+    return hashlib.sha256(credential.encode()).hexdigest()
+
+
+principals = PrincipalCache()
+
+
 async def principal(request: Request, session: AsyncSession = Depends(db_session)) -> Principal:
     """The authenticated caller (an anonymous Admin when the server runs with authentication off)."""
     settings = get_settings()
@@ -104,20 +136,20 @@ async def principal(request: Request, session: AsyncSession = Depends(db_session
         return request.state.principal
     header = request.headers.get("authorization", "")
     key = request.headers.get(settings.api_key_header)
-    if header.lower().startswith("bearer "):
-        found = await _from_token(session, settings, header[7:].strip())
-    elif key:
-        found = await _from_api_key(session, key)
-    elif not settings.auth_enabled:
-        found = ANONYMOUS
-    else:
-        raise unauthenticated()
+    bearer = header[7:].strip() if header.lower().startswith("bearer ") else None
+    found = principals.get(bearer or key) if (bearer or key) else None
+    if found is not None and bearer and read_token(settings, bearer) is None:
+        found = None  # expired since it was cached
+    if found is None:
+        found = await principal_from_credentials(session, bearer, key)
+        if bearer or key:
+            principals.put(bearer or key, found)
     request.state.principal = found
     return found
 
 
 async def principal_from_credentials(session: AsyncSession, bearer: str | None, api_key: str | None) -> Principal:
-    """The caller behind a bearer token or an API key given outside HTTP headers (e.g. a WebSocket's query)."""
+    """The caller behind a bearer token or an API key, wherever they were given (headers, a WebSocket query)."""
     settings = get_settings()
     if bearer:
         return await _from_token(session, settings, bearer)

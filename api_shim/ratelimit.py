@@ -11,6 +11,7 @@ import threading
 import time
 
 from fastapi import Depends, Request, Response
+from starlette.datastructures import MutableHeaders
 
 from api_shim.auth import Principal, principal
 from api_shim.errors import ApiError, render
@@ -58,21 +59,33 @@ def _caller_key(request: Request) -> str:
     return "ip:" + (request.client.host if request.client else "?")
 
 
-def install(app) -> None:
-    window = Window(get_settings().rate_limit_per_minute, 60)
+class OverallRateLimit:
+    """ASGI middleware: every HTTP call counts against its caller's per-minute budget."""
 
-    @app.middleware("http")
-    async def overall_limit(request: Request, call_next):
-        if request.url.path in ("/health", "/docs", "/redoc", "/openapi.json"):
-            return await call_next(request)
-        allowed, remaining, reset = window.hit(_caller_key(request))
+    EXEMPT = ("/health", "/docs", "/redoc", "/openapi.json")
+
+    def __init__(self, app, per_minute: int):
+        self.app, self.window = app, Window(per_minute, 60)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in self.EXEMPT:
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        allowed, remaining, reset = self.window.hit(_caller_key(request))
         if not allowed:
-            err = exceeded(window.limit, reset, "overall")
-            return render(request, err.status, err.code, err.message, err.details, err.headers)
-        response = await call_next(request)
-        for name, value in headers(window.limit, remaining, reset).items():
-            response.headers.setdefault(name, value)
-        return response
+            err = exceeded(self.window.limit, reset, "overall")
+            response = render(request, err.status, err.code, err.message, err.details, err.headers)
+            return await response(scope, receive, send)
+        budget = headers(self.window.limit, remaining, reset)
+
+        async def send_with_budget(message):
+            if message["type"] == "http.response.start":
+                sent = MutableHeaders(scope=message)
+                for name, value in budget.items():
+                    if name not in sent:  # a stricter route limit already said its own figures
+                        sent[name] = value
+            await send(message)
+        await self.app(scope, receive, send_with_budget)
 
 
 def limited(limit: int, per_seconds: float, scope: str):

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_shim.accounts import (EMAIL_PATTERN, PASSWORD_MAX, PASSWORD_MIN, TENANT_ID_PATTERN, USERNAME_PATTERN,
                                UtcDatetime, add_user, as_utc)
-from api_shim.auth import ALL_SCOPES, ROLES, Principal, principal, require_scopes, scopes_for, tenant_filter
+from api_shim.auth import (ALL_SCOPES, ROLES, Principal, principal, principals, require_scopes, scopes_for,
+                           tenant_filter)
 from api_shim.errors import ApiError, conflict, not_found
 from api_shim.security import hash_api_key, new_api_key
 from api_shim.store.db import db_session
@@ -222,6 +223,7 @@ async def revoke_api_key(key: str, who: Principal = Depends(principal),
         raise not_found("api key", "key", row_label(key))
     row.revoked_at = utcnow()
     await session.commit()
+    principals.forget()
     return Response(status_code=204)
 
 
