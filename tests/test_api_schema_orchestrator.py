@@ -8,7 +8,6 @@ import uuid
 
 import httpx
 import psycopg
-import pytest
 
 from connectors.endpoint import Endpoint
 from tests.replicas import replica_pair  # noqa: F401  (session fixture)

@@ -96,9 +96,25 @@ def parsed(field: str, text: SecretStr, engine: str, label: str) -> Endpoint:
     return endpoint
 
 
+async def stored(field: str, endpoint: Endpoint, owner: str | None) -> str:
+    try:
+        return await store_endpoint(endpoint, owner, "schema-db")
+    except ValueError:  # the block refused a value (its message could quote it)
+        raise invalid(field, "these connection settings cannot be stored") from None
+
+
+def health_of(ref: str) -> dict:
+    """tasks.probes.health, with faults it does not translate (a host that does not resolve...) as unhealthy."""
+    try:
+        return health(ref)
+    except Exception as exc:
+        return {"isHealthy": False, "activeConnections": 0, "replicationLag": None,
+                "error": f"cannot connect ({type(exc).__name__})"}
+
+
 async def measured(db: SchemaDatabase) -> tuple[Health, list[Health]]:
     """The cluster's health (master's connections, the replicas' largest lag) and each replica's."""
-    found = await asyncio.gather(*(off_loop(health, ref) for ref in [db.master_ref, *(r["ref"] for r in db.replicas)]))
+    found = await asyncio.gather(*(off_loop(health_of, ref) for ref in [db.master_ref, *(r["ref"] for r in db.replicas)]))
     master, replicas = Health(**found[0]), [Health(**h) for h in found[1:]]
     lags = [r.replicationLag for r in replicas if r.replicationLag is not None]
     return Health(isHealthy=all(h.isHealthy for h in [master, *replicas]), activeConnections=master.activeConnections,
@@ -130,9 +146,10 @@ async def register_database(body: DatabaseIn, who: Principal = Depends(acting_as
                 for i, r in enumerate(body.replicas)]
     db = SchemaDatabase(id=f"db-{uuid.uuid4().hex[:12]}", tenant_id=owner, name=body.name, type=body.type,
                         environment=body.environment, master_masked=masked(master), created_by=who.username,
-                        master_ref=await store_endpoint(master, owner, "schema-db"))
+                        master_ref=await stored("masterConnectionString", master, owner))
     db.replicas = [{"replicaId": r.replicaId, "role": r.role, "masked": masked(ep),
-                    "ref": await store_endpoint(ep, owner, "schema-db")} for r, ep in replicas]
+                    "ref": await stored(f"replicas.{i}.connectionString", ep, owner)}
+                   for i, (r, ep) in enumerate(replicas)]
     session.add(db)
     await session.commit()
     return view(db, *await measured(db))
