@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import Path
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 
 from api_shim.errors import ApiError
 from api_shim.store.models import as_utc
@@ -27,6 +27,7 @@ SUPPORTED_TYPES = ["postgresql", "mysql", "clickhouse", "sqlite"]
 NOT_BUILT = {"zoho": "Zoho CRM", "sqlserver": "SQL Server", "mssql": "SQL Server"}
 DEPLOYMENT = "migrate-tables/on-demand"
 DEFAULT_WATERMARK = "updated_at"
+UtcTime = Annotated[dt.datetime, AfterValidator(as_utc)]  # the store's SQLite gives times back without a zone
 ROW_ID = Annotated[int, Path(ge=1, le=2**31 - 1, description="the id the create call returned")]
 # how long a synchronous call (POST /migrate, execute) waits for its flow run
 WAIT_SECONDS = float(os.environ.get("MA_JARVIS_WAIT_SECONDS", "600"))

@@ -311,6 +311,7 @@ def test_database_master_crud(jarvis):
     renamed = jarvis.put(f"/api/database-master/{made['id']}", json={"name": "Postgres Service",
                                                                      "service_url": "http://localhost:5001"})
     assert renamed.json()["database"]["name"] == "Postgres Service"
+    assert dt.datetime.fromisoformat(made["created_at"]).utcoffset() == dt.timedelta(0)
     assert made["id"] in [d["id"] for d in jarvis.get("/api/database-master").json()["databases"]]
     assert jarvis.get(f"/api/database-master/{made['id']}").json()["database"]["service_url"] == "http://localhost:5001"
     assert jarvis.delete(f"/api/database-master/{made['id']}").status_code == 200

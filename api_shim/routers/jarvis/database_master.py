@@ -1,15 +1,14 @@
 """/api/database-master: the registry of migration services an operation names as its `source_id`."""
 from __future__ import annotations
 
-import datetime as dt
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_shim.auth import Principal, owning_tenant, require_scopes, tenant_filter
-from api_shim.jarvis_config import ROW_ID
+from api_shim.jarvis_config import ROW_ID, UtcTime
 from api_shim.errors import JARVIS_ERROR_RESPONSES, conflict, not_found
 from api_shim.store.db import db_session
 from api_shim.store.jarvis_models import JarvisDatabaseMaster, JarvisOperation
@@ -22,22 +21,15 @@ writers = require_scopes("migrations:write")
 
 class DatabaseMasterIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    service_url: str = Field(min_length=1, max_length=2000)
-
-    @field_validator("service_url")
-    @classmethod
-    def http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("service_url must be an http:// or https:// URL")
-        return value
+    service_url: str = Field(max_length=2000, pattern=r"^https?://\S+$", description="an http:// or https:// URL")
 
 
 class DatabaseMaster(BaseModel):
     id: int
     name: str
     service_url: str
-    created_at: dt.datetime
-    updated_at: dt.datetime
+    created_at: UtcTime
+    updated_at: UtcTime
 
 
 class DatabaseMasterSaved(BaseModel):

@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api_shim.auth import Principal, owning_tenant, require_scopes, tenant_filter
 from api_shim.credentials import store_endpoint
 from api_shim.errors import JARVIS_ERROR_RESPONSES, ApiError, conflict, not_found
-from api_shim.jarvis_config import (DEPLOYMENT, MASK, ROW_ID, WAIT_SECONDS, JarvisConfig, JarvisResult, endpoints_for,
-                                    flow_parameters, in_ist, parse_schedule)
+from api_shim.jarvis_config import (DEPLOYMENT, MASK, ROW_ID, UtcTime, WAIT_SECONDS, JarvisConfig,
+                                    JarvisResult, endpoints_for, flow_parameters, in_ist, parse_schedule)
 from api_shim.prefect_runs import (create_run, find_runs, prefect_client, release_run, status_of, tenant_tags,
                                    wait_for_final)
 from api_shim.routers.jarvis.database_master import JarvisMessage, load_master, visible
@@ -70,10 +70,10 @@ class OperationView(BaseModel):
     config_data: dict = Field(description="the migration config, passwords masked")
     result_data: JarvisResult | None
     error_message: str | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    started_at: dt.datetime | None
-    completed_at: dt.datetime | None
+    created_at: UtcTime
+    updated_at: UtcTime
+    started_at: UtcTime | None
+    completed_at: UtcTime | None
     flow_run_id: str | None = Field(description="the Prefect flow run that is this operation's current execution")
 
 
@@ -104,9 +104,9 @@ class OperationStatus(BaseModel):
     operation_type: str
     source_name: str
     schedule_time: str | None
-    started_at: dt.datetime | None
-    completed_at: dt.datetime | None
-    created_at: dt.datetime
+    started_at: UtcTime | None
+    completed_at: UtcTime | None
+    created_at: UtcTime
     error_message: str | None
     duration_seconds: float | None
     duration_formatted: str | None
@@ -119,8 +119,8 @@ class RecentOperation(BaseModel):
     status: Status
     operation_type: str
     source_name: str
-    created_at: dt.datetime
-    completed_at: dt.datetime | None
+    created_at: UtcTime
+    completed_at: UtcTime | None
 
 
 class OperationsSummary(BaseModel):
@@ -172,8 +172,8 @@ def operation_view(op: JarvisOperation, source_name: str, facts: RunFacts) -> Op
     return OperationView(id=op.id, source_id=op.source_id, source_name=source_name, user_id=op.user_id,
                      username=op.username, schedule=in_ist(op.schedule_at), status=facts.status,
                      operation_type=op.operation_type, config_data=op.config_data, result_data=facts.result,
-                     error_message=facts.error_message, created_at=as_utc(op.created_at),
-                     updated_at=as_utc(op.updated_at), started_at=facts.started_at, completed_at=facts.completed_at,
+                     error_message=facts.error_message, created_at=op.created_at,
+                     updated_at=op.updated_at, started_at=facts.started_at, completed_at=facts.completed_at,
                      flow_run_id=op.flow_run_id)
 
 
@@ -252,7 +252,7 @@ async def summary(who: Principal = Depends(readers), tenant: str | None = Depend
         by_status[facts[op.id].status] = by_status.get(facts[op.id].status, 0) + 1
         by_type[op.operation_type] = by_type.get(op.operation_type, 0) + 1
     recent = [RecentOperation(id=op.id, status=facts[op.id].status, operation_type=op.operation_type,
-                              source_name=name, created_at=as_utc(op.created_at),
+                              source_name=name, created_at=op.created_at,
                               completed_at=facts[op.id].completed_at) for op, name in rows[:10]]
     return OperationsSummary(total_operations=len(rows), by_status=by_status, by_type=by_type,
                              recent_operations=recent)
