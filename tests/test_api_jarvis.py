@@ -114,22 +114,40 @@ def example_1_body(master: int, schedule: str, pg_url: str, pg_password: str, fo
 
 
 def test_example_1_scheduled_postgres_to_clickhouse_runs_by_prefect_then_forced_incremental(
-        api_server, prefect_stack, jarvis, outsider, master_id, postgres_url, tmp_path):
+        api_server, prefect_stack, jarvis, outsider, postgres_url, tmp_path):
     seed_postgres(postgres_url)
+    username, password = f"admin-{uuid.uuid4().hex[:8]}", "pass123-long-enough"
+    registered = jarvis.post("/api/auth/register", json={"username": username, "email": f"{username}@example.com",
+                                                         "password": password})
+    assert registered.status_code == 201, registered.text
+    login = jarvis.post("/api/auth/login", json={"username": username, "password": password})
+    token = login.json()["access_token"]
+    with api_server.client(headers={"Authorization": f"Bearer {token}"}) as admin:
+        run_example_1(api_server, prefect_stack, admin, username, [jarvis, outsider], postgres_url, tmp_path,
+                      texts=[registered.text, login.text])
+    assert_secret_free([password], [registered.text, login.text], api_server)
+
+
+def run_example_1(api_server, prefect_stack, jarvis, username, outsiders, postgres_url, tmp_path, texts):
+    master = jarvis.post("/api/database-master",
+                         json={"name": "Universal Migration", "service_url": "http://localhost:5010"})
+    assert master.status_code == 201
+    master_id = master.json()["database"]["id"]
     pg_password, ch_password = f"pg-{uuid.uuid4().hex}", f"ch-{uuid.uuid4().hex}"
     due = dt.datetime.now(IST).replace(microsecond=0, tzinfo=None) + dt.timedelta(seconds=6)
     created = jarvis.post("/api/operations", json=example_1_body(master_id, due.isoformat(), postgres_url,
                                                                  pg_password, tmp_path / "dw", ch_password))
     assert created.status_code == 201, created.text
     op = created.json()["operation"]
-    assert (op["status"], op["source_name"], op["username"]) == ("pending", "Universal Migration", "testuser")
+    assert (op["status"], op["source_name"], op["username"]) == ("pending", "Universal Migration", username)
     assert op["schedule"] == due.replace(tzinfo=IST).isoformat()
     assert op["config_data"]["source"]["password"] == "********"
     assert op["config_data"]["destination"]["password"] == "********"
     run = flow_run(prefect_stack, op["flow_run_id"])
     assert run.expected_start_time == due.replace(tzinfo=IST).astimezone(dt.timezone.utc)
-    assert run.parameters["source"].startswith("sqlalchemy-connector/t-tenant1-jarvis-source-")
-    assert run.parameters["destination"].startswith("clickhouse-endpoint/t-tenant1-jarvis-destination-")
+    assert run.parameters["source"].startswith("sqlalchemy-connector/t-")
+    assert "-jarvis-source-" in run.parameters["source"]
+    assert run.parameters["destination"].startswith("clickhouse-endpoint/t-")
 
     done = wait_for_status(jarvis, op["id"], {"completed", "failed"})
     assert done["status"] == "completed", done
@@ -146,9 +164,10 @@ def test_example_1_scheduled_postgres_to_clickhouse_runs_by_prefect_then_forced_
     assert detail["duration_seconds"] > 0 and detail["duration_formatted"].endswith("s")
 
     summary = jarvis.get("/api/operations/summary").json()
-    assert summary["by_status"]["completed"] >= 1 and summary["by_type"]["full"] >= 1
+    assert summary["by_status"] == {"pending": 0, "running": 0, "completed": 1, "failed": 0}
+    assert summary["by_type"] == {"full": 1, "incremental": 0}
     assert summary["recent_operations"][0]["id"] == op["id"]
-    assert summary["total_operations"] == len(jarvis.get("/api/operations").json()["operations"])
+    assert summary["total_operations"] == len(jarvis.get("/api/operations").json()["operations"]) == 1
 
     incremental = jarvis.put(f"/api/operations/{op['id']}", json={"operation_type": "incremental"})
     assert incremental.status_code == 200 and incremental.json()["operation"]["status"] == "completed"
@@ -163,23 +182,25 @@ def test_example_1_scheduled_postgres_to_clickhouse_runs_by_prefect_then_forced_
     assert executed["microservice_response"]["success"] is True
     assert executed["microservice_response"]["total_tables"] == 2
 
-    # another tenant sees none of it
-    for path in (f"/api/operations/{op['id']}", f"/api/operations/{op['id']}/status",
-                 f"/api/database-master/{master_id}"):
-        assert outsider.get(path).status_code == 404
-    hidden = outsider.post(f"/api/operations/{op['id']}/execute", params={"force": "true"})
-    assert hidden.status_code == 404 and hidden.json()["code"] == "OPERATION_NOT_FOUND"
-    assert outsider.delete(f"/api/operations/{op['id']}").status_code == 404
-    renamed = outsider.put(f"/api/database-master/{master_id}", json={"name": "x", "service_url": "http://x"})
-    assert renamed.status_code == 404
-    assert outsider.get("/api/operations").json()["operations"] == []
-    assert outsider.get("/api/operations/summary").json()["total_operations"] == 0
+    for outsider in outsiders:  # other tenants see none of it
+        assert_hidden(outsider, op["id"], master_id)
 
     rerun = flow_run(prefect_stack, executed["operation"]["flow_run_id"])
     assert (rerun.parameters["mode"], rerun.parameters["watermark_column"]) == ("incremental", "updated_at")
-    texts = [created.text, status.text, forced.text, jarvis.get("/api/operations").text, str(run.parameters),
-             str(rerun.parameters)]
+    texts += [created.text, status.text, forced.text, jarvis.get("/api/operations").text, str(run.parameters),
+              str(rerun.parameters)]
     assert_secret_free([pg_password, ch_password], texts, api_server)
+
+
+def assert_hidden(outsider, op_id: int, master_id: int) -> None:
+    for path in (f"/api/operations/{op_id}", f"/api/operations/{op_id}/status", f"/api/database-master/{master_id}"):
+        assert outsider.get(path).status_code == 404
+    hidden = outsider.post(f"/api/operations/{op_id}/execute", params={"force": "true"})
+    assert hidden.status_code == 404 and hidden.json()["code"] == "OPERATION_NOT_FOUND"
+    assert outsider.delete(f"/api/operations/{op_id}").status_code == 404
+    renamed = outsider.put(f"/api/database-master/{master_id}", json={"name": "x", "service_url": "http://x"})
+    assert renamed.status_code == 404
+    assert op_id not in [o["id"] for o in outsider.get("/api/operations").json()["operations"]]
 
 
 def test_a_past_schedule_runs_at_once_and_a_failed_run_reports_its_error(jarvis, master_id, postgres_url, tmp_path):
