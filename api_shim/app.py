@@ -8,6 +8,7 @@ webhooks/analytics), Jarvis operations (/api/...), Schema Orchestrator (/api/v1/
 from __future__ import annotations
 
 import contextlib
+import gc
 import re
 import uuid
 
@@ -58,6 +59,10 @@ async def lifespan(app: FastAPI):
     await seed(app.state.sessions, settings)
     async with get_client() as client:
         app.state.prefect = client
+        # Prefect and its imports leave about a million long-lived objects; without this every full
+        # collection walks them all and stalls every request in flight for a few hundred milliseconds
+        gc.collect()
+        gc.freeze()
         yield
     await engine.dispose()
 

@@ -12,11 +12,12 @@ import contextlib
 import datetime as dt
 import json
 import logging
-from typing import Any
+import threading
+from typing import Any, Awaitable, Callable, TypeVar
 from uuid import UUID
 
 from fastapi import Request
-from prefect.client.orchestration import PrefectClient
+from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, FlowRunFilter,
                                             FlowRunFilterId, FlowRunFilterStartTime, FlowRunFilterState, FlowRunFilterStateName,
                                             FlowRunFilterStateType, FlowRunFilterTags, LogFilter, LogFilterFlowRunId,
@@ -28,6 +29,7 @@ from prefect.states import Cancelled, Cancelling, Scheduled
 
 from api_shim.errors import ApiError
 
+T = TypeVar("T")
 HELD_STATE = "Pending"
 FAR_FUTURE = dt.datetime(2999, 1, 1, tzinfo=dt.timezone.utc)
 LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
@@ -37,9 +39,43 @@ _STATUS = {StateType.RUNNING: "running", StateType.COMPLETED: "completed", State
            StateType.PAUSED: "paused", StateType.PENDING: "starting", StateType.SCHEDULED: "scheduled"}
 
 
-def prefect_client(request: Request) -> PrefectClient:
+async def prefect_client(request: Request) -> PrefectClient:
     """FastAPI dependency: the app's one Prefect client (opened at start-up)."""
     return request.app.state.prefect
+
+
+class OffLoopReader:
+    """A second event loop on its own thread, with its own Prefect client. Reads that parse a lot (a running
+    migration's hundreds of task runs) happen there, so the server's loop keeps answering meanwhile: the GIL
+    hands it the processor every few milliseconds instead of after the whole parse."""
+
+    def __init__(self):
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: PrefectClient | None = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> None:
+        ready = threading.Event()
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._client = loop.run_until_complete(get_client().__aenter__())
+            self._loop = loop
+            ready.set()
+            loop.run_forever()
+        threading.Thread(target=serve, name="prefect-reader", daemon=True).start()
+        if not ready.wait(60):
+            raise RuntimeError("the Prefect reader thread did not start")
+
+    async def run(self, read: Callable[[PrefectClient], Awaitable[T]]) -> T:
+        """`read(client)` run on the reader's loop; awaited from the caller's."""
+        with self._lock:
+            if self._loop is None:
+                self._start()
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(read(self._client), self._loop))
+
+
+OFF_LOOP = OffLoopReader()
 
 
 def tenant_tags(tenant_id: str | None, owner: str) -> list[str]:

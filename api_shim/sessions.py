@@ -6,7 +6,7 @@ run. Status comes from the run's state, its task runs (the steps) and its artifa
 `migration-report` table at the end). A rollback is a run of `rollback-migration/on-demand`; the session run
 is tagged `rollback:<that run's id>` so that the session's status follows it.
 
-Status reads are cached per run for about a second: many clients polling one running session cost Prefect a
+Status reads are cached per run and refreshed in the background about once a second: many clients polling one running session cost Prefect a
 few calls a second, fetched concurrently.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from api_shim.auth import Principal
 from api_shim.credentials import store_endpoint
 from api_shim.errors import ApiError, conflict, not_found
 from api_shim.ma_config import MigrationConfig, flow_parameters, unsupported_systems
-from api_shim.prefect_runs import (add_tags, cancel_run, create_run, find_runs, read_run, release_run,
+from api_shim.prefect_runs import (OFF_LOOP, add_tags, cancel_run, create_run, find_runs, read_run, release_run,
                                    run_artifacts, run_tasks, status_of, tag_value, tenant_tags)
 from api_shim.session_models import CurrentOperation, PerformanceMetrics, SessionStatus, SessionSummary, Step
 
@@ -139,24 +139,46 @@ def task_function(task: TaskRun) -> str:
     return (task.task_key or "").rsplit("-", 1)[0]
 
 
+@dataclass
+class _Entry:
+    view: "SessionView | None" = None
+    loaded: bool = False
+    fetched: float = 0.0
+    refresh: asyncio.Future | None = None
+
+
 class _Cache:
-    """Per-run views for CACHE_SECONDS; concurrent readers of a stale entry share one refresh."""
+    """Per-run views. A view older than CACHE_SECONDS is refreshed in the background while readers keep getting
+    the previous one, so pollers never wait on Prefect, except for the first read of a run (or the first after
+    `forget`, which actions call so that their effect shows at once)."""
 
     def __init__(self):
-        self.entries: dict[str, tuple[float, asyncio.Task]] = {}
+        self.entries: dict[str, _Entry] = {}
 
     async def get(self, client: PrefectClient, run_id: str) -> SessionView | None:
-        now = time.monotonic()
         entry = self.entries.get(run_id)
-        if entry is None or now - entry[0] > CACHE_SECONDS:
-            if len(self.entries) > 10_000:
-                self.entries = {k: v for k, v in self.entries.items() if now - v[0] <= CACHE_SECONDS}
-            entry = self.entries[run_id] = (now, asyncio.ensure_future(_load_view(client, run_id)))
-        try:
-            return await asyncio.shield(entry[1])
-        except Exception:
-            self.entries.pop(run_id, None)
-            raise
+        if entry is None:
+            self._evict()
+            entry = self.entries[run_id] = _Entry()
+        if entry.refresh is None and (not entry.loaded or time.monotonic() - entry.fetched > CACHE_SECONDS):
+            entry.refresh = asyncio.ensure_future(OFF_LOOP.run(lambda reader: _load_view(reader, run_id)))
+            entry.refresh.add_done_callback(lambda done, e=entry: self._landed(e, done))
+        if entry.loaded:
+            return entry.view
+        return await asyncio.shield(entry.refresh)
+
+    @staticmethod
+    def _landed(entry: _Entry, done: asyncio.Future) -> None:
+        entry.refresh = None
+        if done.cancelled() or done.exception() is not None:
+            log.warning("could not refresh a session's status: %s", "cancelled" if done.cancelled() else done.exception())
+            return
+        entry.view, entry.loaded, entry.fetched = done.result(), True, time.monotonic()
+
+    def _evict(self) -> None:
+        if len(self.entries) > 10_000:
+            cutoff = time.monotonic() - 60
+            self.entries = {k: e for k, e in self.entries.items() if e.refresh is not None or e.fetched > cutoff}
 
     def forget(self, run_id: Any) -> None:
         self.entries.pop(str(run_id), None)
