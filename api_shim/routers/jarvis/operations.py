@@ -147,7 +147,7 @@ class RunFacts:
     result: JarvisResult | None = None
 
 
-async def facts_of(client: PrefectClient, op: JarvisOperation, run: FlowRun | None) -> RunFacts:
+async def facts_of(client: PrefectClient, op: JarvisOperation, run: FlowRun | None, results: bool) -> RunFacts:
     if run is None:
         return RunFacts("failed", error_message=f"flow run {op.flow_run_id} no longer exists in Prefect")
     status = _FROM_RUN.get(status_of(run), status_of(run))
@@ -155,26 +155,28 @@ async def facts_of(client: PrefectClient, op: JarvisOperation, run: FlowRun | No
     if not (run.state and run.state.is_final()):
         return facts
     facts.completed_at = run.end_time
-    facts.result = await result_of_run(client, run, op.config_data.get("tables"))
-    facts.error_message = None if facts.result.success else facts.result.errors[0]
+    if results or status != "completed":
+        facts.result = await result_of_run(client, run, op.config_data.get("tables"))
+        facts.error_message = None if facts.result.success else facts.result.errors[0]
     return facts
 
 
-async def facts_for(client: PrefectClient, ops: list[JarvisOperation]) -> dict[int, RunFacts]:
+async def facts_for(client: PrefectClient, ops: list[JarvisOperation], results: bool = True) -> dict[int, RunFacts]:
+    """What each operation's run says; `results` false skips reading the reports of completed runs."""
     ids = [UUID(op.flow_run_id) for op in ops if op.flow_run_id]
     runs: dict[str, FlowRun] = {}
     for start in range(0, len(ids), 200):
         runs.update({str(r.id): r for r in await find_runs(client, ["jarvis"], ids=ids[start:start + 200])})
-    return {op.id: await facts_of(client, op, runs.get(op.flow_run_id or "")) for op in ops}
+    return {op.id: await facts_of(client, op, runs.get(op.flow_run_id or ""), results) for op in ops}
 
 
 def operation_view(op: JarvisOperation, source_name: str, facts: RunFacts) -> OperationView:
-    return OperationView(id=op.id, source_id=op.source_id, source_name=source_name, user_id=op.user_id,
-                     username=op.username, schedule=in_ist(op.schedule_at), status=facts.status,
-                     operation_type=op.operation_type, config_data=op.config_data, result_data=facts.result,
-                     error_message=facts.error_message, created_at=op.created_at,
-                     updated_at=op.updated_at, started_at=facts.started_at, completed_at=facts.completed_at,
-                     flow_run_id=op.flow_run_id)
+    return OperationView(
+        id=op.id, source_id=op.source_id, source_name=source_name, user_id=op.user_id, username=op.username,
+        schedule=in_ist(op.schedule_at), status=facts.status, operation_type=op.operation_type,
+        config_data=op.config_data, result_data=facts.result, error_message=facts.error_message,
+        created_at=op.created_at, updated_at=op.updated_at, started_at=facts.started_at,
+        completed_at=facts.completed_at, flow_run_id=op.flow_run_id)
 
 
 def _with_names():
@@ -216,7 +218,8 @@ async def keep_stored_passwords(config: JarvisConfig, op: JarvisOperation) -> Ja
                 settings.password = (await asyncio.to_thread(resolve_endpoint, ref)).password
             except Exception:
                 raise ApiError(400, "VALIDATION_ERROR", "Request validation failed", {"validation_errors": [
-                    {"field": f"config_data.{side}.password", "message": "the stored password is gone; send it"}]})
+                    {"field": f"config_data.{side}.password", "message": "the stored password is gone; send it"}]}
+                ) from None
     return config
 
 
@@ -245,7 +248,7 @@ async def summary(who: Principal = Depends(readers), tenant: str | None = Depend
                   client: PrefectClient = Depends(prefect_client)) -> OperationsSummary:
     rows = (await session.execute(visible(_with_names(), JarvisOperation, who, tenant)
                                   .order_by(JarvisOperation.created_at.desc(), JarvisOperation.id.desc()))).all()
-    facts = await facts_for(client, [op for op, _ in rows])
+    facts = await facts_for(client, [op for op, _ in rows], results=False)
     by_status = dict.fromkeys(STATUSES[:4], 0)
     by_type = {"full": 0, "incremental": 0}
     for op, _ in rows:
