@@ -161,6 +161,7 @@ def prefect_api(prefect_stack):
 def api_server(prefect_stack, tmp_path_factory):
     """The REST API (auth on, development users admin/admin123 and testuser/test123) on a real uvicorn."""
     from tests.api_server import start_api
-    server, stop = start_api(prefect_stack.env, tmp_path_factory.mktemp("api"))
+    # a budget no test reaches: the rate limit has its own server in test_api_platform
+    server, stop = start_api(prefect_stack.env, tmp_path_factory.mktemp("api"), {"MA_RATE_LIMIT": "1000000"})
     yield server
     stop()
