@@ -136,7 +136,7 @@ async def create_user(body: UserCreate, _: Principal = Depends(admin_only),
 
 
 @router.get("/users", response_model=list[UserOut])
-async def list_users(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
+async def list_users(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=1_000_000),
                      _: Principal = Depends(admin_only), tenant: str | None = Depends(tenant_filter),
                      session: AsyncSession = Depends(db_session)) -> list[UserOut]:
     """Every user (X-Tenant-ID narrows to one tenant)."""

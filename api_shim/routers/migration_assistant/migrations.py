@@ -47,7 +47,7 @@ async def create_migration(config: MigrationConfig, who: Principal = Depends(wri
 
 @router.get("/migrations/", response_model=list[SessionSummary])
 async def list_migrations(status_filter: Literal[tuple(STATUS_STATES)] | None = None,  # type: ignore[valid-type]
-                          limit: int = Query(100, ge=1, le=200), offset: int = Query(0, ge=0),
+                          limit: int = Query(100, ge=1, le=200), offset: int = Query(0, ge=0, le=1_000_000),
                           who: Principal = Depends(reader), scope: str | None = Depends(tenant_filter),
                           client: PrefectClient = Depends(prefect_client)) -> list[SessionSummary]:
     tags = sessions.scope_tags(who, scope)
