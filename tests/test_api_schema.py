@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-# Operations that start real work on every generated call (synchronous migrations, runs of flows) would
-# spend the whole budget waiting on Prefect; their contracts are exercised end to end in their own tests.
-SLOW_OPERATIONS = r"^/migrate$|/start$|/execute$|/batch$|/rollback$"
+# Operations that start real work (migrations, runs of flows, scheduled operations, webhooks that would fire
+# on every later run of the session) are left out: generated calls would load the shared Prefect worker with
+# runs against made-up hosts. Their contracts are exercised end to end in their own tests.
+SLOW_OPERATIONS = r"^/migrate$|/start$|/execute$|/batch$|/rollback$|/schedule$|^/webhooks/$|^/api/operations"
 
 
 def test_generated_requests_get_no_server_errors_and_match_the_schema(api_server, tmp_path):
@@ -26,7 +27,7 @@ def test_generated_requests_get_no_server_errors_and_match_the_schema(api_server
     tail = done.stdout[-6000:] + done.stderr[-2000:]
     assert done.returncode == 0, tail
     tested = re.search(r"Tested: (\d+)", done.stdout)
-    assert tested and int(tested.group(1)) >= 60, tail  # every operation but the slow ones
+    assert tested and int(tested.group(1)) >= 50, tail  # every operation but the ones that start work
     # 429s would hide what the calls reach; only the documented 10-a-minute create of schema migrations may
     limited = re.search(r"Rate limited: (\d+) operation", done.stdout)
     assert not limited or int(limited.group(1)) <= 1, tail

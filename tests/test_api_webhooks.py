@@ -18,6 +18,16 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture
+def webhooks():
+    """(client, webhook) pairs to delete afterwards, whatever happens: a webhook left behind would fire for
+    every later run of its tenant in the session."""
+    made = []
+    yield made
+    for client, webhook in made:
+        client.delete(f"/webhooks/{webhook['id']}")
+
+
+@pytest.fixture
 def receivers():
     made = [Receiver(), Receiver()]
     yield made
@@ -52,10 +62,11 @@ def started_sessions(client, postgres_url: str, chdb_url: str) -> tuple[str, str
 
 
 def test_tenant_webhook_gets_signed_deliveries_and_analytics_count_the_runs(
-        api_server, prefect_stack, user, other_tenant, receivers, postgres_url, clickhouse_url):
+        api_server, prefect_stack, user, other_tenant, receivers, webhooks, postgres_url, clickhouse_url):
     mine, theirs = receivers
     hook = subscribe(other_tenant, mine.url)
     foreign = subscribe(user, theirs.url)
+    webhooks += [(other_tenant, hook), (user, foreign)]
     assert [w["id"] for w in other_tenant.get("/webhooks/").json()] == [hook["id"]]
     assert hook["id"] not in user.get("/webhooks/").text
     assert other_tenant.delete(f"/webhooks/{foreign['id']}").status_code == 404

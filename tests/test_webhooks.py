@@ -231,7 +231,8 @@ webhooks:
     # the delivery runs' logs and parameters do not carry the key either
     with get_client(sync_client=True) as client:
         from prefect.client.schemas.filters import FlowFilter, FlowFilterName, LogFilter, LogFilterFlowRunId
-        deliveries = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[DELIVERY_FLOW])))
+        deliveries = [d for d in client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[DELIVERY_FLOW])))
+                      if (d.parameters or {}).get("subscription") == "ops-test"]  # not other tests' webhooks
         assert len(deliveries) == 2, [d.parameters for d in deliveries]
         deliveries = list(_wait_final([d.id for d in deliveries], timeout=30).values())
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[d.id for d in deliveries])))
