@@ -115,7 +115,8 @@ AUTHORIZE_RESPONSES = {
 }
 
 
-@router.get("/authorize", responses=AUTHORIZE_RESPONSES, tags=["oauth2"])
+@router.get("/authorize", response_class=RedirectResponse, status_code=302, responses=AUTHORIZE_RESPONSES,
+            tags=["oauth2"])
 async def authorize(request: Request, client_id: str = Query(max_length=64),
                     response_type: Literal["code"] = Query("code"),
                     redirect_uri: str | None = Query(None, max_length=2000),
@@ -130,7 +131,8 @@ async def authorize(request: Request, client_id: str = Query(max_length=64),
     return RedirectResponse(_with_params(target, code=code, state=state), status_code=302)
 
 
-@router.post("/authorize", status_code=303, responses=AUTHORIZE_RESPONSES, tags=["oauth2"])
+@router.post("/authorize", status_code=303, response_class=RedirectResponse, responses=AUTHORIZE_RESPONSES,
+             tags=["oauth2"])
 async def authorize_form(form: Annotated[AuthorizeForm, Form()],
                          session: AsyncSession = Depends(db_session)) -> Response:
     """The sign-in form's answer: redirect with a code."""
