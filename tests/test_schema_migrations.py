@@ -303,8 +303,13 @@ def test_approval_approved_by_another_admin_rejected_expired_and_self_approval_r
 
     submit_decision(str(approved), reviewer="dev@example.com", approved=True, notes="looks fine to me")
     _wait(approved, _waiting("approval-2"), "waiting again after the self-approval")
+    deadline = time.monotonic() + 30  # the run's logs reach the server in batches, after its state
     with get_client(sync_client=True) as client:
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[approved])))
+        while True:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[approved])))
+            if any("Self-approval refused" in log.message for log in logs) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
     assert any("Self-approval refused" in log.message for log in logs)
     assert "nick" not in _columns(urls[0], "users")
 
