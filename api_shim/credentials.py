@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from prefect.blocks.core import Block
+from prefect.client.orchestration import PrefectClient
 
 from blocks.save import block_for
 from connectors.endpoint import Endpoint
@@ -30,12 +30,10 @@ def owner_of(ref: str) -> str | None:
     return match.group(1) if match else None
 
 
-async def delete_endpoint(ref: str) -> None:
+async def delete_endpoint(client: PrefectClient, ref: str) -> None:
     slug, name = ref.split("/", 1)
-    from prefect.client.orchestration import get_client
-    async with get_client() as client:
-        try:
-            doc = await client.read_block_document_by_name(name, block_type_slug=slug)
-            await client.delete_block_document(doc.id)
-        except Exception:  # already gone
-            pass
+    try:
+        doc = await client.read_block_document_by_name(name, block_type_slug=slug)
+        await client.delete_block_document(doc.id)
+    except Exception:  # already gone
+        pass

@@ -30,6 +30,7 @@ from prefect.states import Cancelled, Cancelling, Scheduled
 from api_shim.errors import ApiError
 
 T = TypeVar("T")
+log = logging.getLogger("api_shim")
 HELD_STATE = "Pending"
 FAR_FUTURE = dt.datetime(2999, 1, 1, tzinfo=dt.timezone.utc)
 LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
@@ -238,8 +239,6 @@ async def artifact_of_runs(client: PrefectClient, run_ids: list[UUID], key: str,
             data[artifact.flow_run_id] = value
     return data
 
-
-log = logging.getLogger("api_shim")
 
 
 async def latest_artifact(client: PrefectClient, run_id: UUID, key: str):

@@ -32,12 +32,17 @@ def upgrade(url: str) -> None:
     engine = create_engine(_driver(url, _SYNC))
     try:
         with engine.begin() as connection:
-            cfg = Config()
-            cfg.set_main_option("script_location", str(MIGRATIONS))
-            cfg.attributes["connection"] = connection
-            command.upgrade(cfg, "heads")
+            command.upgrade(_alembic_config(connection), "heads")
     finally:
         engine.dispose()
+
+
+def _alembic_config(connection) -> Config:
+    """Alembic's settings for our migrations folder, running on `connection`."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
 
 
 def async_engine(url: str) -> AsyncEngine:
@@ -68,9 +73,7 @@ def new_revision(message: str, branch: str, rev_id: str) -> None:
         upgrade(url)
         engine = create_engine(_driver(url, _SYNC))
         with engine.begin() as connection:
-            cfg = Config()
-            cfg.set_main_option("script_location", str(MIGRATIONS))
-            cfg.attributes["connection"] = connection
+            cfg = _alembic_config(connection)
             branch_heads = [h for h in _branch_heads(cfg) if h.startswith(branch)]
             command.revision(cfg, message=message, autogenerate=True, rev_id=rev_id,
                              head=branch_heads[0] if branch_heads else "base",

@@ -289,7 +289,7 @@ async def create_operation(body: OperationIn, who: Principal = Depends(writers),
         await start_run(client, op, hold=when is None, when=when)
     except BaseException:
         await session.rollback()
-        await forget_credentials(refs)
+        await forget_credentials(client, refs)
         raise
     await session.commit()
     return await saved(client, op, master.name, "Operation created successfully")
@@ -361,7 +361,7 @@ async def update_operation(op_id: ROW_ID, body: OperationUpdate, who: Principal 
         await drop_unstarted_run(client, op, facts)
         await start_run(client, op, hold=op.schedule_at is None, when=as_utc(op.schedule_at))
     await session.commit()
-    await forget_credentials(old_refs)
+    await forget_credentials(client, old_refs)
     return await saved(client, op, name, "Operation updated successfully")
 
 
@@ -376,7 +376,7 @@ async def delete_operation(op_id: ROW_ID, who: Principal = Depends(writers),
     await drop_unstarted_run(client, op, facts)
     await session.delete(op)
     await session.commit()
-    await forget_credentials([op.source_ref, op.destination_ref])
+    await forget_credentials(client, [op.source_ref, op.destination_ref])
     return JarvisMessage(message="Operation deleted successfully")
 
 

@@ -62,9 +62,9 @@ def probe_ref(ref: str, write: bool) -> str | None:
     return probe(endpoint, write)[1]
 
 
-async def forget_credentials(refs) -> None:
+async def forget_credentials(client: PrefectClient, refs) -> None:
     for ref in refs:
-        await delete_endpoint(ref)
+        await delete_endpoint(client, ref)
 
 
 async def result_of_run(client: PrefectClient, run: FlowRun, tables: list[str] | None) -> JarvisResult:
@@ -97,7 +97,7 @@ async def migrate(body: JarvisConfig, who: Principal = Depends(runners), tenant:
             await store_endpoint(destination, owner, "jarvis-migrate-destination"))
     result = await run_and_wait(client, body, refs, tenant_tags(owner, who.username) + ["jarvis", "jarvis-migrate"],
                                 name=f"jarvis-migrate-{body.source_type}-to-{body.dest_type}")
-    await forget_credentials(refs)  # the run is over: its credentials are not needed any more
+    await forget_credentials(client, refs)  # the run is over: its credentials are not needed any more
     return result
 
 

@@ -26,6 +26,7 @@ from api_shim.errors import ApiError, not_found
 from api_shim.prefect_runs import artifact_of_runs, prefect_client, runs_started_between, status_of, tag_value
 from api_shim.sessions import human_bytes
 from api_shim.settings import get_settings
+from api_shim.store.models import as_utc
 from deployments.webhooks import (REPORT_ARTIFACT_KEY, SIGNATURE_HEADER, TenantSubscription, apply_subscription,
                                   remove_subscription, tenant_subscriptions)
 
@@ -239,8 +240,8 @@ async def migration_analytics(start_date: dt.datetime | None = None, end_date: d
                               who: Principal = Depends(reader), scope: str | None = Depends(tenant_filter),
                               client: PrefectClient = Depends(prefect_client)) -> Analytics:
     """Counts, success rate, durations and data moved for the tenant's sessions (default: the last 30 days)."""
-    end = _aware(end_date) or dt.datetime.now(dt.timezone.utc)
-    start = _aware(start_date) or end - dt.timedelta(days=30)
+    end = as_utc(end_date) or dt.datetime.now(dt.timezone.utc)
+    start = as_utc(start_date) or end - dt.timedelta(days=30)
     if start > end:
         raise ApiError(400, "VALIDATION_ERROR", "start_date is after end_date",
                        {"validation_errors": [{"field": "start_date", "message": "must not be after end_date"}]})
@@ -255,6 +256,3 @@ async def migration_analytics(start_date: dt.datetime | None = None, end_date: d
         by_type={kind: TypeFigures(count=len(rs), success_rate=_success_rate(rs)) for kind, rs in by_type.items()},
         performance_trends=[_trend(date, rs, reports) for date, rs in sorted(by_date.items())])
 
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    return value.replace(tzinfo=dt.timezone.utc) if value is not None and value.tzinfo is None else value
