@@ -1,4 +1,5 @@
-"""PostgreSQL: reads through ADBC (binary COPY straight into Arrow), writes with COPY FROM STDIN (CSV)."""
+"""PostgreSQL: reads through ADBC (binary COPY straight into Arrow); writes binary COPY encoded by ADBC,
+or CSV COPY for tables whose column types have no binary encoding here (connectors/postgres_copy.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -19,6 +20,7 @@ from connectors.base import (
 )
 from connectors.canonical import conform
 from connectors.endpoint import Endpoint
+from connectors.postgres_copy import LAYOUT_SQL, binary_layout, csv_ready, for_binary_copy
 from connectors.sql import SqlConnector
 
 ADBC_BATCH_BYTES = 4 << 20
@@ -46,7 +48,7 @@ class PostgresConnector(SqlConnector):
 
     def __init__(self, endpoint: Endpoint):
         self.endpoint = endpoint
-        self._adbc = None
+        self._adbc = self._adbc_writer = None
         with self.errors("connect"):
             self.conn = psycopg.connect(
                 host=endpoint.host, port=endpoint.port, user=endpoint.user, password=endpoint.secret() or None,
@@ -56,7 +58,7 @@ class PostgresConnector(SqlConnector):
         self.schema_name = "public"
 
     def close(self) -> None:
-        for c in (self._adbc, self.conn):
+        for c in (self._adbc, self._adbc_writer, self.conn):
             with contextlib.suppress(Exception):
                 c.close()
 
@@ -104,16 +106,28 @@ class PostgresConnector(SqlConnector):
 
     @property
     def adbc(self):
+        """The ADBC connection reads go through."""
         if self._adbc is None:
-            import adbc_driver_postgresql.dbapi as adbc
-            e = self.endpoint
-            kwargs = {"host": e.host, "port": e.port, "user": e.user, "dbname": e.database or "postgres"}
-            if e.secret():
-                kwargs["password"] = e.secret()
-            dsn = " ".join(f"{k}={_conninfo_quote(str(v))}" for k, v in kwargs.items() if v is not None)
-            with self.errors("connect"):
-                self._adbc = adbc.connect(dsn, autocommit=True)
+            self._adbc = self._adbc_connect()
         return self._adbc
+
+    @property
+    def adbc_writer(self):
+        """A second ADBC connection for binary COPY writes: the same endpoint may be read meanwhile."""
+        if self._adbc_writer is None:
+            self._adbc_writer = self._adbc_connect()
+        return self._adbc_writer
+
+    def _adbc_connect(self):
+        import adbc_driver_postgresql.dbapi as adbc
+        e = self.endpoint
+        kwargs = {"host": e.host, "port": e.port, "user": e.user, "dbname": e.database or "postgres",
+                  "application_name": "migration-assistant"}
+        if e.secret():
+            kwargs["password"] = e.secret()
+        dsn = " ".join(f"{k}={_conninfo_quote(str(v))}" for k, v in kwargs.items() if v is not None)
+        with self.errors("connect"):
+            return adbc.connect(dsn, autocommit=True)
 
     # --- introspection --------------------------------------------------------
     def check_access(self, write: bool) -> None:
@@ -203,8 +217,18 @@ class PostgresConnector(SqlConnector):
         if not batch.num_rows:
             return
         self.check_values(schema, batch)
+        layout = binary_layout(self.query(LAYOUT_SQL, [self.q(schema.name)]))
+        binary = for_binary_copy(batch, layout) if layout is not None else None
+        if binary is not None:
+            with self.errors(f"loading {schema.name}"):
+                cur = self.adbc_writer.cursor()
+                try:
+                    cur.adbc_ingest(schema.name, binary, mode="append")
+                finally:
+                    cur.close()
+            return
         buf = io.BytesIO()
-        pacsv.write_csv(_csv_ready(batch), buf, pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
+        pacsv.write_csv(csv_ready(batch), buf, pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
         copy = f"COPY {self.q(schema.name)} ({self.columns_sql(schema)}) FROM STDIN (FORMAT csv)"
         with self.errors(f"loading {schema.name}"), self.conn.cursor().copy(copy) as cp:
             cp.write(buf.getbuffer())
@@ -330,16 +354,6 @@ class PostgresConnector(SqlConnector):
 
     def history_types(self) -> tuple[str, str]:
         return "text", "timestamptz"
-
-
-def _csv_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """PostgreSQL's CSV wants bytea as \\x-hex text; everything else Arrow writes as PostgreSQL reads it."""
-    arrays = []
-    for arr in batch.columns:
-        if pa.types.is_binary(arr.type):
-            arr = pa.array([None if v is None else "\\x" + v.hex() for v in arr.to_pylist()], pa.string())
-        arrays.append(arr)
-    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
 def _conninfo_quote(value: str) -> str:
