@@ -20,6 +20,7 @@ from connectors.base import (
 )
 from connectors.canonical import conform
 from connectors.endpoint import Endpoint
+from connectors.postgres_adbc import AdbcPostgres
 from connectors.postgres_copy import LAYOUT_SQL, binary_layout, csv_ready, for_binary_copy
 from connectors.sql import SqlConnector
 
@@ -118,8 +119,7 @@ class PostgresConnector(SqlConnector):
             self._adbc_writer = self._adbc_connect()
         return self._adbc_writer
 
-    def _adbc_connect(self):
-        import adbc_driver_postgresql.dbapi as adbc
+    def _adbc_connect(self) -> AdbcPostgres:
         e = self.endpoint
         kwargs = {"host": e.host, "port": e.port, "user": e.user, "dbname": e.database or "postgres",
                   "application_name": "migration-assistant"}
@@ -127,7 +127,7 @@ class PostgresConnector(SqlConnector):
             kwargs["password"] = e.secret()
         dsn = " ".join(f"{k}={_conninfo_quote(str(v))}" for k, v in kwargs.items() if v is not None)
         with self.errors("connect"):
-            return adbc.connect(dsn, autocommit=True)
+            return AdbcPostgres(dsn)
 
     # --- introspection --------------------------------------------------------
     def check_access(self, write: bool) -> None:
@@ -196,15 +196,9 @@ class PostgresConnector(SqlConnector):
         cond = cond.replace("%s", "{}").format(*(self.literal(p) for p in params))
         exprs = ", ".join(self._select_expr(c) for c in schema.columns)
         with self.errors(f"reading {schema.name}"):
-            cur = self.adbc.cursor()
-            try:
-                # small batches keep memory bounded by batches in flight, not by the driver's buffer
-                cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(ADBC_BATCH_BYTES)})
-                cur.execute(f"SELECT {exprs} FROM {self.q(schema.name)} WHERE {cond}")
-                for batch in cur.fetch_record_batch():
-                    yield conform(batch, schema)
-            finally:
-                cur.close()
+            # small batches keep memory bounded by batches in flight, not by the driver's buffer
+            for batch in self.adbc.stream(f"SELECT {exprs} FROM {self.q(schema.name)} WHERE {cond}", ADBC_BATCH_BYTES):
+                yield conform(batch, schema)
 
     def check_values(self, schema: TableSchema, batch: pa.RecordBatch) -> None:
         for col in schema.columns:
@@ -221,11 +215,7 @@ class PostgresConnector(SqlConnector):
         binary = for_binary_copy(batch, layout) if layout is not None else None
         if binary is not None:
             with self.errors(f"loading {schema.name}"):
-                cur = self.adbc_writer.cursor()
-                try:
-                    cur.adbc_ingest(schema.name, binary, mode="append")
-                finally:
-                    cur.close()
+                self.adbc_writer.append(schema.name, binary)
             return
         buf = io.BytesIO()
         pacsv.write_csv(csv_ready(batch), buf, pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
