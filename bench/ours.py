@@ -151,7 +151,7 @@ def _run_overhead(ctx: Context) -> dict:
         canonical = _json_canonical(src, dst)
         started = time.perf_counter()
         for chunk in plan.chunks:
-            copied = copy_chunk.fn(src, dst, plan, chunk, canonical)
+            copied = copy_chunk.fn(src, dst, plan, chunk)
             if verify:
                 verify_chunk.fn(src, dst, plan, copied, canonical)
         direct_s = time.perf_counter() - started

@@ -115,7 +115,7 @@ def _copy_verify_publish(source, destination, plans: list[TablePlan], run_id, mo
     chunks = [(p, c) for p in plans for c in p.chunks]
     for p in plans:
         stats[p.table].start()
-    results = _windowed(chunks, lambda p, c: copy_chunk.submit(source, destination, p, c, json_canonical, verify),
+    results = _windowed(chunks, lambda p, c: copy_chunk.submit(source, destination, p, c, verify),
                         copied, parallel)
     for p in plans:
         index_staging(destination, p)

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from connectors.base import KeyRange
-from connectors.canonical import Checksum, conform, for_checksum
+from connectors.canonical import Checksum, conform
 from tasks.connections import using
 from tasks.plan import TablePlan
 from tasks.retry import RETRY_POLICY
@@ -35,9 +35,9 @@ class ChunkResult:
 
 
 @task(name="extract-load", cache_policy=NO_CACHE, task_run_name="copy {plan.table} {chunk.lo}..{chunk.hi}", **RETRY_POLICY)
-def copy_chunk(source_ref: str, dest_ref: str, plan: TablePlan, chunk: KeyRange, json_canonical: bool,
-               checksum_rows: bool = True) -> ChunkResult:
-    """Copy one key range into staging; with `checksum_rows`, hash what was extracted for verify."""
+def copy_chunk(source_ref: str, dest_ref: str, plan: TablePlan, chunk: KeyRange, checksum_rows: bool = True) -> ChunkResult:
+    """Copy one key range into staging; with `checksum_rows`, hash what was extracted for verify
+    (JSON as the source printed it: verify compares canonical forms only when the texts differ)."""
     started = time.perf_counter()
     with using(source_ref, dest_ref) as (source, dest):
         if task_run.run_count > 1:  # a retry starts from a clean range; the first attempt finds it empty
@@ -47,7 +47,7 @@ def copy_chunk(source_ref: str, dest_ref: str, plan: TablePlan, chunk: KeyRange,
             batch = conform(batch, plan.dest_schema) if plan.casts else batch
             dest.write_batch(plan.dest_schema, batch)
             if checksum_rows:
-                checksum.add(for_checksum(batch, plan.dest_schema, json_canonical))
+                checksum.add(batch)
             else:
                 checksum.rows += batch.num_rows
             nbytes += batch.nbytes

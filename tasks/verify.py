@@ -5,7 +5,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from connectors.base import Connector, RowFilter, TableSchema, VerificationFailed
-from connectors.canonical import Checksum, column_hashes, for_checksum, needs_json_canonical, row_hashes
+from connectors.canonical import Checksum, column_hashes, conform, for_checksum, needs_json_canonical, row_hashes
 from tasks.connections import using
 from tasks.copy import BATCH_ROWS, ChunkResult
 from tasks.plan import TablePlan
@@ -23,18 +23,38 @@ def checksum(conn: Connector, schema: TableSchema, where: RowFilter, json_canoni
 
 @task(name="verify", cache_policy=NO_CACHE, task_run_name="verify {plan.table} {copied.chunk.lo}..{copied.chunk.hi}", **RETRY_POLICY)
 def verify_chunk(source_ref: str, dest_ref: str, plan: TablePlan, copied: ChunkResult, json_canonical: bool) -> Checksum:
-    """The staging rows of one chunk against what was extracted from the source for it."""
+    """The staging rows of one chunk against what was extracted from the source for it.
+
+    JSON is compared as text first. When the destination prints some documents differently from
+    the source (`json_canonical`: key order, spacing, number format), both sides are read again and
+    compared with every document in canonical form, which costs a JSON parse per value.
+    """
     staged = plan.dest_schema.renamed(plan.staging)
     with using(dest_ref) as (dest,):
-        landed = checksum(dest, staged, RowFilter(copied.chunk), json_canonical)
+        landed = checksum(dest, staged, RowFilter(copied.chunk), False)
     if landed == copied.checksum:
         return landed
+    extracted = copied.checksum
     with using(source_ref, dest_ref) as (source, dest):
+        if json_canonical and any(c.type == "json" for c in plan.dest_schema.columns):
+            extracted = _source_checksum(source, plan, copied.chunk)
+            landed = checksum(dest, staged, RowFilter(copied.chunk), True)
+            if landed == extracted:
+                return landed
         keys = differing_keys(source, plan.source_schema, plan.row_filter(copied.chunk),
                               dest, staged, RowFilter(copied.chunk), plan.dest_schema, json_canonical)
     raise VerificationFailed(
-        f"table {plan.table}: chunk {copied.chunk.label()} differs: source {copied.checksum}, "
+        f"table {plan.table}: chunk {copied.chunk.label()} differs: source {extracted}, "
         f"destination {landed}; rows that differ: {describe_keys(plan, keys)}")
+
+
+def _source_checksum(source: Connector, plan: TablePlan, chunk) -> Checksum:
+    """The chunk's source rows as copy wrote them, JSON in canonical form."""
+    total = Checksum()
+    for batch in source.read_batches(plan.source_schema, plan.row_filter(chunk), BATCH_ROWS):
+        batch = conform(batch, plan.dest_schema) if plan.casts else batch
+        total.add(for_checksum(batch, plan.dest_schema, True))
+    return total
 
 
 def describe_keys(plan: TablePlan, keys: list) -> str:
@@ -47,7 +67,6 @@ def describe_keys(plan: TablePlan, keys: list) -> str:
 
 
 def _keyed_hashes(conn: Connector, schema: TableSchema, where: RowFilter, as_schema: TableSchema, json_canonical: bool):
-    from connectors.canonical import conform
     key = as_schema.integer_key or (as_schema.primary_key[0] if as_schema.primary_key else None)
     out: dict = {}
     for batch in conn.read_batches(schema, where, BATCH_ROWS):
