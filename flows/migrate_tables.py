@@ -1,6 +1,6 @@
 """migrate-tables: copy tables between two endpoints, verified, published atomically, reversible.
 
-Order of work: connect-test -> plan (types, chunks) -> staging tables -> extract/load per
+Order of work: a slot on the destination -> connect-test -> plan (types, chunks) -> staging tables -> extract/load per
 chunk with verify right behind it -> (incremental) deleted keys -> publish every table ->
 report. Any failure after staging began drops the staging tables and undoes whatever this
 run already published, so the destination ends exactly as it was.
@@ -68,9 +68,11 @@ def migrate_tables(
     run_id = str(flow_run.id or uuid.uuid4())
     started = time.perf_counter()
     try:
-        names = connect_test(source, destination, tables)
-        log.info("Both endpoints answer; migrating %d table(s): %s", len(names), ", ".join(names))
+        # the slot comes first: its API call then never races the temporary Prefect server's SQLite
+        # writes of a just-finished task's events, which answer 503 and cost a 2 s retry
         with destination_lock(destination, destination_slots, log):
+            names = connect_test(source, destination, tables)
+            log.info("Both endpoints answer; migrating %d table(s): %s", len(names), ", ".join(names))
             report = _plan_and_migrate(source, destination, names, run_id, mode, watermark_column, detect_deletes,
                                        lossy_casts or [], target_prefix, chunk_rows, parallel, verify, log)
     finally:
