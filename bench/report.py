@@ -132,7 +132,7 @@ def render(results: dict[str, dict], meta: dict) -> str:
             lines += [
                 f"  trivial @task, submit().result() {n} times in a flow, minus an empty flow: "
                 f"{ov['noop_task_ms']:.1f} ms per task",
-                f"  our flow PG->PG, bench_tiny as {n} chunks of 10 rows vs 1 chunk (parallel=1): marginal wall "
+                f"  our flow PG->PG, bench_tiny as {n} chunks of 10 rows vs 1 chunk (parallel=1): marginal time in the flow "
                 f"per chunk {ov['copy_marginal_ms_per_chunk']:.1f} ms, of which data work (task body called "
                 f"directly) {ov['copy_data_ms_per_chunk']:.1f} ms -> Prefect {ov['copy_prefect_ms_per_chunk']:.1f} ms per chunk",
                 f"  the same with verify=True (2 tasks per chunk): marginal "

@@ -115,16 +115,17 @@ def _copy_verify_publish(source, destination, plans: list[TablePlan], run_id, mo
         log.info("Table %s: %s copied (%d rows)", p.table, result.chunk.label(), result.rows)
 
     chunks = [(p, c) for p in plans for c in p.chunks]
+    slim = {p.table: p.without_chunks() for p in plans}
     for p in plans:
         stats[p.table].start()
-    results = _windowed(chunks, lambda p, c: copy_chunk.submit(source, destination, p, c, verify),
+    results = _windowed(chunks, lambda p, c: copy_chunk.submit(source, destination, slim[p.table], c, verify),
                         copied, parallel)
     for p in plans:
         index_staging(destination, p)
     if verify:
         def verified(p: TablePlan, _) -> None:
             progress.step()
-        _windowed(results, lambda p, r: verify_chunk.submit(source, destination, p, r, json_canonical),
+        _windowed(results, lambda p, r: verify_chunk.submit(source, destination, slim[p.table], r, json_canonical),
                   verified, parallel)
         log.info("Every chunk verified: row counts and checksums match on both sides")
     deletions = {}

@@ -39,6 +39,11 @@ class TablePlan:
     def row_filter(self, chunk: KeyRange) -> RowFilter:
         return RowFilter(chunk, self.watermark, self.watermark_after, self.watermark_upto)
 
+    def without_chunks(self) -> "TablePlan":
+        """The plan as chunk tasks get it: Prefect walks every parameter of every task run, and a
+        list of all chunks in each would make that quadratic in the number of chunks."""
+        return replace(self, chunks=[])
+
 
 def work_table_name(table: str, role: str, run_id: str) -> str:
     """staging/backup names: recognisable, unique per run, within every engine's 63-char limit."""
