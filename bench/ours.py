@@ -102,8 +102,8 @@ def _run_overhead(ctx: Context) -> dict:
        minus the same flow with no tasks, per task;
     2. our flow PG->PG on bench_tiny split into 200 chunks of 10 rows vs. 1 chunk of 2,000
        (parallel=1): marginal time per extra chunk inside the flow (its report's seconds), minus
-       the data work per chunk measured by
-       calling the task functions directly (copy_chunk.fn / verify_chunk.fn, no Prefect).
+       the data work per chunk measured by calling the task functions directly (copy_chunk.fn /
+       verify_chunk.fn, no Prefect).
     """
     from prefect import flow, task
     from prefect.cache_policies import NO_CACHE

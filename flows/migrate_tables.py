@@ -1,9 +1,9 @@
 """migrate-tables: copy tables between two endpoints, verified, published atomically, reversible.
 
-Order of work: a slot on the destination -> connect-test -> plan (types, chunks) -> staging tables -> extract/load per
-chunk with verify right behind it -> (incremental) deleted keys -> publish every table ->
-report. Any failure after staging began drops the staging tables and undoes whatever this
-run already published, so the destination ends exactly as it was.
+Order of work: a slot on the destination -> connect-test -> plan (types, chunks) -> staging
+tables -> extract/load per chunk with verify right behind it -> (incremental) deleted keys ->
+publish every table -> report. Any failure after staging began drops the staging tables and
+undoes whatever this run already published, so the destination ends exactly as it was.
 """
 from __future__ import annotations
 

@@ -14,10 +14,14 @@ from tasks.retry import RETRY_POLICY
 MAX_REPORTED_KEYS = 20
 
 
-def checksum(conn: Connector, schema: TableSchema, where: RowFilter, json_canonical: bool) -> Checksum:
+def checksum(conn: Connector, schema: TableSchema, where: RowFilter, json_canonical: bool,
+             as_schema: TableSchema | None = None) -> Checksum:
+    """Count and checksum of the rows `where` selects; with `as_schema`, of those rows converted to
+    it first (the lossy casts copy applied)."""
     total = Checksum()
     for batch in conn.read_batches(schema, where, BATCH_ROWS):
-        total.add(for_checksum(batch, schema, json_canonical))
+        batch = conform(batch, as_schema) if as_schema else batch
+        total.add(for_checksum(batch, as_schema or schema, json_canonical))
     return total
 
 
@@ -37,7 +41,8 @@ def verify_chunk(source_ref: str, dest_ref: str, plan: TablePlan, copied: ChunkR
     extracted = copied.checksum
     with using(source_ref, dest_ref) as (source, dest):
         if json_canonical and any(c.type == "json" for c in plan.dest_schema.columns):
-            extracted = _source_checksum(source, plan, copied.chunk)
+            extracted = checksum(source, plan.source_schema, plan.row_filter(copied.chunk), True,
+                                 plan.dest_schema if plan.casts else None)
             landed = checksum(dest, staged, RowFilter(copied.chunk), True)
             if landed == extracted:
                 return landed
@@ -46,15 +51,6 @@ def verify_chunk(source_ref: str, dest_ref: str, plan: TablePlan, copied: ChunkR
     raise VerificationFailed(
         f"table {plan.table}: chunk {copied.chunk.label()} differs: source {extracted}, "
         f"destination {landed}; rows that differ: {describe_keys(plan, keys)}")
-
-
-def _source_checksum(source: Connector, plan: TablePlan, chunk) -> Checksum:
-    """The chunk's source rows as copy wrote them, JSON in canonical form."""
-    total = Checksum()
-    for batch in source.read_batches(plan.source_schema, plan.row_filter(chunk), BATCH_ROWS):
-        batch = conform(batch, plan.dest_schema) if plan.casts else batch
-        total.add(for_checksum(batch, plan.dest_schema, True))
-    return total
 
 
 def describe_keys(plan: TablePlan, keys: list) -> str:
