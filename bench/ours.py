@@ -148,7 +148,7 @@ def _run_overhead(ctx: Context) -> dict:
                              C.TINY_ROWS // n)
         if len(plan.chunks) != n:
             raise RuntimeError(f"expected {n} chunks, planned {len(plan.chunks)}")
-        create_staging.fn(dst, plan)
+        plan.raw_stream = create_staging.fn(src, dst, plan)
         canonical = _json_canonical(src, dst)
         started = time.perf_counter()
         for chunk in plan.chunks:

@@ -18,13 +18,15 @@ from connectors.base import (
     Column, ConnectionFailed, DdlFailed, DdlLock, LossyConversion, MigrationError, RowFilter, TableNotFound, TableSchema,
     TransientError, UnsupportedType,
 )
-from connectors.canonical import conform
+from connectors import postgres_stream
+from connectors.canonical import Checksum, conform
 from connectors.endpoint import Endpoint
 from connectors.postgres_adbc import AdbcPostgres
 from connectors.postgres_copy import LAYOUT_SQL, binary_layout, csv_ready, for_binary_copy
 from connectors.sql import SqlConnector
 
 ADBC_BATCH_BYTES = 4 << 20
+_MICROSECOND_TYPES = ("timestamp", "timestamptz", "time", "timetz")
 TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "55P03", "08000", "08003", "08006"}
 PERMISSION_SQLSTATES = {"42501"}
 
@@ -191,14 +193,50 @@ class PostgresConnector(SqlConnector):
             return f"{self.q(col.name)}::text AS {self.q(col.name)}"
         return self.q(col.name)
 
-    def read_batches(self, schema: TableSchema, where: RowFilter, batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:
+    def _select_sql(self, table: str, exprs: str, where: RowFilter) -> str:
         cond, params = self.filter_sql(where)
         cond = cond.replace("%s", "{}").format(*(self.literal(p) for p in params))
-        exprs = ", ".join(self._select_expr(c) for c in schema.columns)
+        return f"SELECT {exprs} FROM {self.q(table)} WHERE {cond}"
+
+    def read_batches(self, schema: TableSchema, where: RowFilter, batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:
+        sql = self._select_sql(schema.name, ", ".join(self._select_expr(c) for c in schema.columns), where)
         with self.errors(f"reading {schema.name}"):
             # small batches keep memory bounded by batches in flight, not by the driver's buffer
-            for batch in self.adbc.stream(f"SELECT {exprs} FROM {self.q(schema.name)} WHERE {cond}", ADBC_BATCH_BYTES):
+            for batch in self.adbc.stream(sql, ADBC_BATCH_BYTES):
                 yield conform(batch, schema)
+
+    # --- PostgreSQL to PostgreSQL: raw binary COPY, verified by a server-side hash ----
+    def column_types(self, table: str) -> dict[str, tuple[str, int]]:
+        """column -> (pg_type name, type modifier) of an existing table; timestamps without a stated
+        precision hold microseconds, the same as precision 6."""
+        rows = self.query(LAYOUT_SQL, [self.q(table)])
+        return {name: (typname, 6 if typmod == -1 and typname in _MICROSECOND_TYPES else typmod)
+                for name, typname, typmod in rows}
+
+    def can_stream_from(self, source, source_table: str, table: str) -> bool:
+        """True when `table` here has exactly the column types of `source_table` on PostgreSQL
+        `source` (so one's binary COPY output is the other's input) and both servers can hash
+        rows (hash_record_extended, PostgreSQL 14 and later)."""
+        return (isinstance(source, PostgresConnector) and min(self.conn.info.server_version,
+                                                              source.conn.info.server_version) >= 140000
+                and self.column_types(table) == source.column_types(source_table))
+
+    def stream_from(self, source: "PostgresConnector", schema: TableSchema, where: RowFilter, table: str) -> tuple[int, int]:
+        """Copy the rows `where` selects from `schema` on `source` into `table` here, undecoded;
+        returns rows and bytes moved."""
+        columns = schema.column_names
+        select = source._select_sql(schema.name, ", ".join(map(self.q, columns)), where)
+        return postgres_stream.pipe(source.endpoint, select, self.endpoint, table, columns)
+
+    def server_checksum(self, schema: TableSchema, where: RowFilter) -> Checksum:
+        """Count and sum of PostgreSQL's 64-bit hash of each row, computed where the rows are. Only
+        comparable with the same sum over a table of identical column types (see can_stream_from)."""
+        types = self.column_types(schema.name)
+        # json has no hash function; its text is what json keeps anyway
+        fields = ", ".join(self.q(c) + ("::text" if types[c][0] == "json" else "") for c in schema.column_names)
+        sql = self._select_sql(schema.name, f"count(*), sum(hash_record_extended(ROW({fields}), 0))", where)
+        rows, total = self.query(sql)[0]
+        return Checksum(int(rows), int(total or 0) & ((1 << 64) - 1))
 
     def check_values(self, schema: TableSchema, batch: pa.RecordBatch) -> None:
         for col in schema.columns:

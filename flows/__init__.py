@@ -1,0 +1,3 @@
+from flows import heartbeat
+
+heartbeat.install()

@@ -35,6 +35,9 @@ class TablePlan:
     watermark_after: object | None = None
     watermark_upto: object | None = None
     casts: dict[str, str] = field(default_factory=dict)  # column -> cast applied
+    # PostgreSQL to PostgreSQL with identical column types: rows move as undecoded binary COPY and
+    # are verified by a server-side hash (decided once staging exists, see create_staging)
+    raw_stream: bool = False
 
     def row_filter(self, chunk: KeyRange) -> RowFilter:
         return RowFilter(chunk, self.watermark, self.watermark_after, self.watermark_upto)

@@ -66,13 +66,16 @@ def _check_watermark(schema, watermark: str, table: str) -> None:
 
 
 @task(name="create-staging", cache_policy=NO_CACHE, **RETRY_POLICY)
-def create_staging(dest_ref: str, plan: TablePlan) -> None:
-    with using(dest_ref) as (dest,):
+def create_staging(source_ref: str, dest_ref: str, plan: TablePlan) -> bool:
+    """Create the staging table; returns whether rows can move into it as raw COPY data (plan.raw_stream)."""
+    with using(source_ref, dest_ref) as (source, dest):
         dest.drop_table(plan.staging)
         if plan.target_existed:
             dest.create_table_like(plan.target, plan.staging)
         else:
             dest.create_table(plan.dest_schema, with_key=not dest.defer_primary_key)
+        can_stream = getattr(dest, "can_stream_from", None)
+        return bool(can_stream and not plan.casts and can_stream(source, plan.table, plan.staging))
 
 
 @task(name="index-staging", cache_policy=NO_CACHE, **RETRY_POLICY)

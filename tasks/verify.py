@@ -34,11 +34,19 @@ def verify_chunk(source_ref: str, dest_ref: str, plan: TablePlan, copied: ChunkR
     compared with every document in canonical form, which costs a JSON parse per value.
     """
     staged = plan.dest_schema.renamed(plan.staging)
-    with using(dest_ref) as (dest,):
-        landed = checksum(dest, staged, RowFilter(copied.chunk), False)
-    if landed == copied.checksum:
-        return landed
-    extracted = copied.checksum
+    if plan.raw_stream:
+        with using(source_ref, dest_ref) as (source, dest):
+            extracted = source.server_checksum(plan.source_schema, plan.row_filter(copied.chunk))
+            landed = dest.server_checksum(staged, RowFilter(copied.chunk))
+        if landed == extracted:
+            return landed
+        json_canonical = False  # identical types: any difference is a real one
+    else:
+        with using(dest_ref) as (dest,):
+            landed = checksum(dest, staged, RowFilter(copied.chunk), False)
+        if landed == copied.checksum:
+            return landed
+        extracted = copied.checksum
     with using(source_ref, dest_ref) as (source, dest):
         if json_canonical and any(c.type == "json" for c in plan.dest_schema.columns):
             extracted = checksum(source, plan.source_schema, plan.row_filter(copied.chunk), True,
