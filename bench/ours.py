@@ -129,8 +129,7 @@ def _run_overhead(ctx: Context) -> dict:
         return time.perf_counter() - started
 
     # Times are taken inside the flows: a run's wall time also holds Prefect's start and end of the
-    # run, which land on whole seconds (the heartbeat thread sleeps in 1 s steps) and would swamp
-    # a per-chunk difference.
+    # run, whose variation would swamp a per-chunk difference.
     noop_tasks(3)  # warm-up: starts the ephemeral API server
     empty_s = statistics.median(noop_tasks(0) for _ in range(3))
     tasks_s = noop_tasks(n)

@@ -51,7 +51,10 @@ def using(*refs: str):
         raise
     finally:
         for ref, conn in taken:
-            _give_back(ref, conn) if healthy else _close(conn)
+            if healthy:
+                _give_back(ref, conn)
+            else:
+                _close(conn)
 
 
 def close_all() -> None:
