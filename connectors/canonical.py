@@ -210,12 +210,16 @@ class Checksum:
     __slots__ = ("rows", "total")
 
     def __init__(self, rows: int = 0, total: int = 0):
-        self.rows, self.total = rows, total
+        self.rows, self.total = rows, total & _MASK64
 
     def add(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows:
-            self.rows += batch.num_rows
-            self.total = (self.total + int(row_hashes(batch).sum(dtype=np.uint64))) & _MASK64
+            self.merge(Checksum(batch.num_rows, int(row_hashes(batch).sum(dtype=np.uint64))))
+
+    def merge(self, other: "Checksum") -> None:
+        """Add `other`'s rows: the checksum of both sets of rows together."""
+        self.rows += other.rows
+        self.total = (self.total + other.total) & _MASK64
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Checksum) and (self.rows, self.total) == (other.rows, other.total)

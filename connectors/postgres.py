@@ -236,7 +236,7 @@ class PostgresConnector(SqlConnector):
         fields = ", ".join(self.q(c) + ("::text" if types[c][0] == "json" else "") for c in schema.column_names)
         sql = self._select_sql(schema.name, f"count(*), sum(hash_record_extended(ROW({fields}), 0))", where)
         rows, total = self.query(sql)[0]
-        return Checksum(int(rows), int(total or 0) & ((1 << 64) - 1))
+        return Checksum(int(rows), int(total or 0))
 
     def check_values(self, schema: TableSchema, batch: pa.RecordBatch) -> None:
         for col in schema.columns:

@@ -184,7 +184,8 @@ class TableStats:
     """Rows, bytes, checksum and wall time of one table's chunks."""
 
     def __init__(self):
-        self.rows = self.bytes = self.checksum = 0
+        self.rows = self.bytes = 0
+        self.checksum = Checksum()
         self.started = self.finished = None
 
     def start(self) -> None:
@@ -198,7 +199,7 @@ class TableStats:
 
     def verified(self, checksum: Checksum) -> None:
         """The table's checksum is the sum of what verify found on the destination, chunk by chunk."""
-        self.checksum = (self.checksum + checksum.total) & ((1 << 64) - 1)
+        self.checksum.merge(checksum)
 
     @property
     def seconds(self) -> float:
@@ -226,7 +227,7 @@ def _report(plans, stats, deletions, verified) -> dict:
             "table": p.table, "target": p.target, "mode": p.mode if p.target_existed else "full",
             "rows": s.rows, "deleted": deletions.get(p.table, (None, 0))[1], "bytes": s.bytes,
             "seconds": round(s.seconds, 3), "rows_per_s": round(s.rows / s.seconds) if s.seconds else 0,
-            "checksum": f"{s.checksum:016x}", "verdict": verdict,
+            "checksum": f"{s.checksum.total:016x}", "verdict": verdict,
         })
     return {"tables": rows, "rows": sum(r["rows"] for r in rows), "verdict": verdict}
 
