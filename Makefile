@@ -26,8 +26,8 @@ install: $(BIN)/migration-assistant
 demo: install
 	$(BIN)/migration-assistant demo
 
-test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+test: install   ## two xdist workers, a test file at a time; each starts its own Prefect server when a file needs one
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m bench.run_all $(BENCH_ARGS)

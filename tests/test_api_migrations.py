@@ -17,6 +17,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from connectors.endpoint import Endpoint
+from tests.helpers import open_url
 
 ROWS = 300
 FINAL = ("completed", "failed", "cancelled")
@@ -297,10 +298,11 @@ def test_scheduled_session_runs_at_its_time_into_embedded_clickhouse(user, postg
     assert run.state.type.value == "SCHEDULED" and run.state.state_details.scheduled_time == at
     assert wait_status(user, session_id, FINAL)["status"] == "completed"
     assert prefect_run(prefect_stack, session_id).start_time >= at
-    import clickhouse_connect
-    ep = Endpoint.from_url(destination)
-    ch = clickhouse_connect.get_client(dsn=f"chdb://{ep.path}")
-    got = ch.query(f"SELECT id, label FROM {ep.database}.events ORDER BY id").result_rows
+    conn = open_url(destination)  # our connector: it also closes any other chDB folder this process had open
+    try:
+        got = conn.query("SELECT id, label FROM events ORDER BY id")
+    finally:
+        conn.close()
     assert [tuple(r) for r in got] == rows
 
 
