@@ -6,7 +6,7 @@ writes a JSON result file and exits; a measurement that cannot run raises `Skip`
 
 Memory, as each kind of measurement reports it (`rss_basis` in the result):
   - "self": ru_maxrss of the measuring process, for work done in-process (our flow, chDB, dlt,
-    pandas). For our flow the Prefect ephemeral API server runs in a subprocess and is reported
+    pandas). For our flow the Prefect API server is a process of its own, reported
     apart (`server_rss_mb`).
   - "tools": the peak of the summed RSS of the external tools' processes (psql | psql, sling,
     pgloader, ...), sampled every 50 ms; `max_tool_rss_mb` is the largest single one (ru_maxrss).

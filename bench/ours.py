@@ -1,7 +1,8 @@
 """Our flow, `flows.migrate_tables.migrate_tables`, timed per pair; and Prefect's cost per chunk.
 
-Each run happens in its own process (see bench.measure). Before the timed call the process
-migrates `bench_tiny` (2,000 rows) the same way: that starts Prefect's ephemeral API server,
+Each run happens in its own process (see bench.measure), a client of the Prefect API server that
+bench.run_all started (or of Prefect's ephemeral one with --ephemeral-prefect). Before the timed
+call the process migrates `bench_tiny` (2,000 rows) the same way: that connects to Prefect,
 imports every connector and opens the connections, so none of that is in the timing.
 The timed call is exactly
     migrate_tables(source=..., destination=..., tables=["bench_rows"], verify=False|True)
@@ -85,7 +86,7 @@ def _run_ours(pair: str, verify: bool):
             "verdict": report["verdict"], "checksum": table["checksum"],
             "peak_rss_mb": self_maxrss_mb(), "rss_basis": "self",
             "rss_before_mb": mb(rss_before), "sampled_peak_self_mb": mb(s.peak_self),
-            "server_rss_mb": mb(s.peak_children),  # Prefect's ephemeral API server (a subprocess)
+            "server_rss_mb": mb(s.peak_children),  # with --ephemeral-prefect: its API server (a subprocess)
             "import_s": round(import_s, 2), "warmup_s": round(warmup_s, 2),
         }
         if probe:
@@ -130,7 +131,7 @@ def _run_overhead(ctx: Context) -> dict:
 
     # Times are taken inside the flows: a run's wall time also holds Prefect's start and end of the
     # run, whose variation would swamp a per-chunk difference.
-    noop_tasks(3)  # warm-up: starts the ephemeral API server
+    noop_tasks(3)  # warm-up: connects to Prefect (or starts its ephemeral server)
     empty_s = statistics.median(noop_tasks(0) for _ in range(3))
     tasks_s = noop_tasks(n)
     per_task_ms = 1000 * (tasks_s - empty_s) / n

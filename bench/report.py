@@ -139,6 +139,13 @@ def render(results: dict[str, dict], meta: dict) -> str:
                 f"{ov['copy_verify_marginal_ms_per_chunk']:.1f} ms, data {ov['copy_verify_data_ms_per_chunk']:.1f} ms "
                 f"-> Prefect {ov['copy_verify_prefect_ms_per_chunk']:.1f} ms per chunk",
             ]
+    prefect = meta.get("prefect") or {}
+    if prefect.get("server_peak_rss_mb"):
+        lines += ["", f"Prefect API server (a process of its own, as in production; not in our flow's RSS): "
+                      f"peak {prefect['server_peak_rss_mb']:.0f} MB over the whole benchmark"]
+    elif prefect:
+        lines += ["", "Prefect: each run started the ephemeral API server (--ephemeral-prefect); its server code "
+                      "is imported into the flow's process too, so our RSS includes it"]
     lines += ["", "Peak RSS: max over runs; 'self' = the measuring process (for our flow it includes imports, "
               "the warm-up and, for PG->CH, the embedded chDB engine); database servers not counted.",
               "Other load: the largest share of the machine's CPU used by unrelated processes (other tests, "

@@ -1,6 +1,11 @@
 """`make bench`: build the data, run every measurement --repeat times (each in its own process), report.
 
-    python -m bench.run_all [--rows N] [--repeat N] [--only a,b] [--skip-anchors] [--rebuild]
+    python -m bench.run_all [--rows N] [--repeat N] [--only a,b] [--skip-anchors] [--rebuild] [--ephemeral-prefect]
+
+Our flow runs as it runs in production, in a process of its own that talks to a Prefect API server:
+the benchmark starts one `prefect server start` for the whole invocation and reports its memory
+apart. With --ephemeral-prefect each run starts Prefect's ephemeral server instead, which also
+imports the server's code into the flow's own process (about 75 MB more there).
 
 Prints the results table and writes bench/results/latest.json; each run's output goes to
 bench/results/logs/NAME-RUN.log.
@@ -42,6 +47,8 @@ def parse_args(argv):
     ap.add_argument("--only", default="", help=f"comma list of measurements: {', '.join(ORDER)}")
     ap.add_argument("--skip-anchors", action="store_true", help="run only our flow and the Prefect overhead")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the source tables even if they match")
+    ap.add_argument("--ephemeral-prefect", action="store_true",
+                    help="no standing Prefect server: each run starts Prefect's ephemeral one (see above)")
     ap.add_argument("--profile", action="store_true",
                     help="run each measurement under `py-spy record` (bench extra); flame graphs in bench/results/profiles/")
     args = ap.parse_args(argv)
@@ -64,7 +71,7 @@ def select(args) -> list[Measurement]:
     return [known[n] for n in names]
 
 
-def run_once(m: Measurement, rows: int, run: int, profile: bool = False) -> dict:
+def run_once(m: Measurement, rows: int, run: int, profile: bool = False, env: dict | None = None) -> dict:
     """One run of `m` in a fresh process, against a fresh destination database and work folder."""
     sources.reset_pg_destination()
     workdir = C.STATE / "runs" / f"{m.name}-{run}"
@@ -82,7 +89,7 @@ def run_once(m: Measurement, rows: int, run: int, profile: bool = False) -> dict
         cmd = [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--subprocesses",
                "--rate", "50", "-o", str(svg), "--"] + cmd
     with open(log, "w") as logf:
-        proc = subprocess.Popen(cmd, cwd=C.ROOT, env=C.tool_env(), stdout=logf, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, cwd=C.ROOT, env=C.tool_env(**(env or {})), stdout=logf, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # its own group: on a time-out we end it and its children
         with ContentionMonitor(proc.pid) as monitor:
             try:
@@ -152,6 +159,37 @@ def main(argv=None) -> int:
     sources.build(args.rows, rebuild=args.rebuild, need_mariadb=any(m.needs_mariadb for m in chosen))
     shutil.rmtree(C.STATE / "runs", ignore_errors=True)
 
+    server = None if args.ephemeral_prefect else _start_prefect_server()
+    try:
+        results = _run_all(chosen, args, {"PREFECT_API_URL": server.api_url} if server else {})
+    finally:
+        prefect = {"mode": "ephemeral (per run)" if server is None else "standing server",
+                   "server_peak_rss_mb": server.peak_rss_mb() if server else None}
+        if server:
+            server.stop()
+
+    meta = {"rows": args.rows, "repeat": args.repeat, "only": args.only, "skip_anchors": args.skip_anchors,
+            "profiled": args.profile, "prefect": prefect, "code": code_before, "code_after": code_state(),
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "total_s": round(time.perf_counter() - started, 1), "versions": versions()}
+    print()
+    print(report.render(results, meta))
+    path = C.RESULTS / "latest.json"
+    report.write_json(path, results, meta)
+    print(f"\nwritten: {path.relative_to(C.ROOT)} (total {meta['total_s']:.0f} s)")
+    return 0
+
+
+def _start_prefect_server():
+    from migration_assistant.local_prefect import LocalPrefectServer
+    home = C.STATE / "prefect-server"
+    shutil.rmtree(home, ignore_errors=True)
+    server = LocalPrefectServer.start(home)
+    print(f"Prefect server for our runs: {server.api_url}", flush=True)
+    return server
+
+
+def _run_all(chosen: list[Measurement], args, env: dict) -> dict[str, dict]:
     results: dict[str, dict] = {}
     for m in chosen:
         reason = m.available()
@@ -161,23 +199,13 @@ def main(argv=None) -> int:
             continue
         runs = []
         for run in range(1, args.repeat + 1):
-            result = run_once(m, args.rows, run, args.profile)
+            result = run_once(m, args.rows, run, args.profile, env)
             print(f"{m.name} run {run}/{args.repeat}: {describe_run(result)}", flush=True)
             runs.append(result)
             if result["status"] != "ok":
                 break  # a failing measurement is reported once, not retried
         results[m.name] = report.aggregate(m, runs)
-
-    meta = {"rows": args.rows, "repeat": args.repeat, "only": args.only, "skip_anchors": args.skip_anchors,
-            "profiled": args.profile, "code": code_before, "code_after": code_state(),
-            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "total_s": round(time.perf_counter() - started, 1), "versions": versions()}
-    print()
-    print(report.render(results, meta))
-    path = C.RESULTS / "latest.json"
-    report.write_json(path, results, meta)
-    print(f"\nwritten: {path.relative_to(C.ROOT)} (total {meta['total_s']:.0f} s)")
-    return 0
+    return results
 
 
 if __name__ == "__main__":

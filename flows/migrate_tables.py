@@ -21,6 +21,7 @@ from connectors.base import MigrationError
 from connectors.canonical import Checksum, needs_json_canonical
 from tasks import state
 from tasks.concurrency import destination_lock
+from tasks.memory import limit_malloc_arenas, release_free_memory
 from tasks.connections import close_all, using
 from tasks.copy import ChunkResult, copy_chunk
 from tasks.plan import TablePlan
@@ -67,6 +68,7 @@ def migrate_tables(
         raise MigrationError("incremental mode needs watermark_column (a column that grows when a row changes)")
     run_id = str(flow_run.id or uuid.uuid4())
     started = time.perf_counter()
+    limit_malloc_arenas()
     try:
         # the slot comes first: its API call then never races the temporary Prefect server's SQLite
         # writes of a just-finished task's events, which answer 503 and cost a 2 s retry
@@ -115,6 +117,7 @@ def _copy_verify_publish(source, destination, plans: list[TablePlan], run_id, mo
     def copied(p: TablePlan, result: ChunkResult) -> None:
         stats[p.table].add(result)
         progress.step()
+        release_free_memory()
         log.info("Table %s: %s copied (%d rows)", p.table, result.chunk.label(), result.rows)
 
     chunks = [(p, c) for p in plans for c in p.chunks]
@@ -129,6 +132,7 @@ def _copy_verify_publish(source, destination, plans: list[TablePlan], run_id, mo
         def verified(p: TablePlan, checksum: Checksum) -> None:
             stats[p.table].verified(checksum)
             progress.step()
+            release_free_memory()
         _windowed(results, lambda p, r: verify_chunk.submit(source, destination, slim[p.table], r, json_canonical),
                   verified, parallel)
         log.info("Every chunk verified: row counts and checksums match on both sides")

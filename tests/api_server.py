@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.prefect_server import PROJECT, _free_port
+from migration_assistant.local_prefect import PROJECT, free_port
 
 
 @dataclass
@@ -40,7 +40,7 @@ class ApiServer:
 
 def start_api(prefect_env: dict, home: Path, extra_env: dict | None = None):
     """Start `uvicorn api_shim.app:create_app`; returns (server, stop)."""
-    port = _free_port()
+    port = free_port()
     secret = secrets.token_urlsafe(32)
     env = {**prefect_env, "MA_ENV": "development", "MA_AUTH_ENABLED": "true", "MA_JWT_SECRET": secret,
            "MA_STORE_URL": f"sqlite:///{home / 'api.db'}", **(extra_env or {})}

@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+from migration_assistant.local_prefect import BIN, PROJECT, LocalPrefectServer
 
 
 @dataclass
@@ -53,52 +49,18 @@ class PrefectStack:
             self.workers.remove(proc)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"prefect server did not answer on {url} within {timeout} s:\n{log.read_text()[-3000:]}")
-
-
 def start_stack(home: Path):
     """Start server and one worker, deploy prefect.yaml; returns (stack, stop function)."""
-    port = _free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_WORKER_QUERY_SECONDS": "2",
-           "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
-           "MA_PROJECT_DIR": str(PROJECT), "PREFECT_LOGGING_LEVEL": "INFO"}
-    home.mkdir(parents=True, exist_ok=True)
-    log = home / "server.log"
-    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, cwd=PROJECT, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    stack = PrefectStack(api_url, env, home, [])
+    server = LocalPrefectServer.start(home, {"PREFECT_WORKER_QUERY_SECONDS": "2", "MA_PROJECT_DIR": str(PROJECT),
+                                             "PREFECT_LOGGING_LEVEL": "INFO"})
+    stack = PrefectStack(server.api_url, server.env, home, [])
 
     def stop() -> None:
         for w in list(stack.workers):
             stack.stop_worker(w)
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+        server.stop()
     try:
-        _wait_healthy(api_url, server, log)
-        deployed = subprocess.run([sys.executable, "-m", "deployments.setup"], env=env, cwd=PROJECT,
+        deployed = subprocess.run([sys.executable, "-m", "deployments.setup"], env=server.env, cwd=PROJECT,
                                   capture_output=True, text=True, timeout=300)
         if deployed.returncode != 0:
             raise RuntimeError(f"make deploy failed:\n{deployed.stdout[-2000:]}\n{deployed.stderr[-3000:]}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
+from migration_assistant.local_prefect import free_port
 
 PG_BIN = Path(os.environ.get("MA_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -43,18 +44,12 @@ class ReplicaPair:
         raise AssertionError(f"subscriber: {sql} gave {got!r}, expected {expected!r} after {timeout} s")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _as_postgres(args: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
 
 
 def _start_cluster(root: Path, name: str) -> tuple[Path, int]:
-    data, port = root / name, _free_port()
+    data, port = root / name, free_port()
     subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-N",
                                  "-E", "UTF8", "--locale=C"]), check=True, capture_output=True, timeout=120)
     with open(data / "postgresql.conf", "a") as conf:

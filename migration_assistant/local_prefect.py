@@ -1,0 +1,96 @@
+"""A throwaway `prefect server start` on a free loopback port: for the tests' real stack and the benchmark.
+
+    server = LocalPrefectServer.start(Path(".state/some-home"))
+    os.environ["PREFECT_API_URL"] = server.api_url
+    ...
+    server.stop()
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LocalPrefectServer:
+    api_url: str
+    env: dict  # the environment a client of this server needs (PREFECT_HOME, PREFECT_API_URL, no analytics)
+    home: Path
+    process: subprocess.Popen
+
+    @classmethod
+    def start(cls, home: Path, extra_env: dict | None = None, timeout: float = 180) -> "LocalPrefectServer":
+        port = free_port()
+        api_url = f"http://127.0.0.1:{port}/api"
+        env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url,
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+               "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port), **(extra_env or {})}
+        home.mkdir(parents=True, exist_ok=True)
+        log = home / "server.log"
+        proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                                env=env, cwd=PROJECT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        server = cls(api_url, env, home, proc)
+        try:
+            server._wait_healthy(log, timeout)
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def _wait_healthy(self, log: Path, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prefect server exited with {self.process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"prefect server did not answer on {self.api_url} within {timeout} s:\n"
+                           f"{log.read_text()[-3000:]}")
+
+    def peak_rss_mb(self) -> float:
+        """The largest resident size each process of the server (the CLI and its uvicorn) has had, summed."""
+        import psutil  # dev and bench extras
+        try:
+            procs = [psutil.Process(self.process.pid)]
+            procs += procs[0].children(recursive=True)
+        except psutil.NoSuchProcess:
+            return 0.0
+        return round(sum(_peak_kib(p.pid) for p in procs) / 1024, 1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def _peak_kib(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
