@@ -30,6 +30,7 @@ from tasks.publish import discard, drop_run_work_tables, publish, undo
 from tasks.verify import verify_chunk
 
 MAX_PARALLEL = 8
+LOG_INTERVAL = 5.0  # seconds between progress lines in the run's log
 
 
 def _drop_work_tables(flow, flow_run, state) -> None:
@@ -114,11 +115,16 @@ def _copy_verify_publish(source, destination, plans: list[TablePlan], run_id, mo
     stats = {p.table: TableStats() for p in plans}
     progress = Progress(sum(len(p.chunks) for p in plans) * (2 if verify else 1), len(plans))
 
+    news = Every(LOG_INTERVAL)
+
     def copied(p: TablePlan, result: ChunkResult) -> None:
-        stats[p.table].add(result)
+        table = stats[p.table]
+        table.add(result)
         progress.step()
         release_free_memory()
-        log.info("Table %s: %s copied (%d rows)", p.table, result.chunk.label(), result.rows)
+        if table.chunks == len(p.chunks) or news.due():  # a line per chunk costs ~2 ms and floods long runs
+            log.info("Table %s: %d of %d chunk(s) copied, %d rows so far", p.table, table.chunks, len(p.chunks),
+                     table.rows)
 
     chunks = [(p, c) for p in plans for c in p.chunks]
     slim = {p.table: p.without_chunks() for p in plans}
@@ -164,23 +170,33 @@ def _windowed(items: list, submit, on_done, parallel: int) -> list:
     return results
 
 
+class Every:
+    """due() is true at most once per `seconds` (and the first time it is asked)."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.last = seconds, -seconds
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
+
+
 class Progress:
     """The run's progress artifact, advanced one step per chunk copied and per chunk verified.
 
     The artifact is written at most once a second (and at the end): each write is an API call.
     """
 
-    INTERVAL = 1.0
-
     def __init__(self, steps: int, tables: int):
-        self.steps, self.done, self.written = max(steps, 1), 0, 0.0
+        self.steps, self.done, self.writes = max(steps, 1), 0, Every(1.0)
         self.id = create_progress_artifact(progress=0.0, description=f"chunks of {tables} table(s) copied and verified")
 
     def step(self) -> None:
         self.done += 1
-        now = time.monotonic()
-        if now - self.written >= self.INTERVAL or self.done == self.steps:
-            self.written = now
+        if self.writes.due() or self.done == self.steps:
             update_progress_artifact(self.id, progress=round(100.0 * self.done / self.steps, 1))
 
 
@@ -188,7 +204,7 @@ class TableStats:
     """Rows, bytes, checksum and wall time of one table's chunks."""
 
     def __init__(self):
-        self.rows = self.bytes = 0
+        self.rows = self.bytes = self.chunks = 0
         self.checksum = Checksum()
         self.started = self.finished = None
 
@@ -199,6 +215,7 @@ class TableStats:
     def add(self, copied: ChunkResult) -> None:
         self.rows += copied.rows
         self.bytes += copied.bytes
+        self.chunks += 1
         self.finished = time.perf_counter()
 
     def verified(self, checksum: Checksum) -> None:
