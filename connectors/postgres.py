@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import adbc_driver_manager as adbc_errors
 import psycopg
@@ -246,15 +246,52 @@ class PostgresConnector(SqlConnector):
                     raise LossyConversion(f"column {col.name!r} holds a NUL character, which PostgreSQL text cannot store")
 
     def write_batch(self, schema: TableSchema, batch: pa.RecordBatch) -> None:
-        if not batch.num_rows:
-            return
-        self.check_values(schema, batch)
+        self.write_batches(schema, [batch])
+
+    def write_batches(self, schema: TableSchema, batches: Iterable[pa.RecordBatch]) -> None:
+        """All of `batches` in one binary COPY, encoded by ADBC as they arrive (a COPY per batch
+        costs a statement each and keeps more of the stream in flight). Batches whose values have
+        no binary form go through CSV COPY on the other connection as they come."""
         layout = binary_layout(self.query(LAYOUT_SQL, [self.q(schema.name)]))
-        binary = for_binary_copy(batch, layout) if layout is not None else None
-        if binary is not None:
-            with self.errors(f"loading {schema.name}"):
-                self.adbc_writer.append(schema.name, binary)
+        if layout is None:  # a column type without a binary encoding here
+            for batch in self._checked(schema, batches):
+                self._write_csv(schema, batch)
             return
+        raised: list[Exception] = []  # what the batches raised, rather than ADBC's retelling of it
+
+        def binary() -> Iterator[pa.RecordBatch]:
+            try:
+                for batch in self._checked(schema, batches):
+                    converted = for_binary_copy(batch, layout)
+                    if converted is None:
+                        self._write_csv(schema, batch)
+                    else:
+                        yield converted
+            except Exception as exc:  # not GeneratorExit: ADBC closes the stream when the COPY fails
+                raised.append(exc)
+                raise
+
+        try:
+            with self.errors(f"loading {schema.name}"):
+                self.adbc_writer.append_stream(schema.name, pa.RecordBatchReader.from_batches(layout, binary()))
+        except BaseException:
+            self._drop_writer()  # ADBC leaves a COPY cut short by its input open, holding the table's lock
+            if raised:
+                raise raised[0] from None
+            raise
+
+    def _checked(self, schema: TableSchema, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            if batch.num_rows:
+                self.check_values(schema, batch)
+                yield batch
+
+    def _drop_writer(self) -> None:
+        writer, self._adbc_writer = self._adbc_writer, None
+        if writer is not None:
+            writer.close()
+
+    def _write_csv(self, schema: TableSchema, batch: pa.RecordBatch) -> None:
         buf = io.BytesIO()
         pacsv.write_csv(csv_ready(batch), buf, pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
         copy = f"COPY {self.q(schema.name)} ({self.columns_sql(schema)}) FROM STDIN (FORMAT csv)"

@@ -2,7 +2,7 @@
 
 The DB-API layer (`adbc_driver_manager.dbapi`) imports pandas, and polars when installed, at
 import time: about 50 MB of resident memory the copy never uses. These few calls are all the
-connector needs: stream a query's result as Arrow batches, append a batch with binary COPY.
+connector needs: stream a query's result as Arrow batches, append a stream of batches with one binary COPY.
 """
 from __future__ import annotations
 
@@ -37,12 +37,13 @@ class AdbcPostgres:
         finally:
             stmt.close()
 
-    def append(self, table: str, batch: pa.RecordBatch) -> None:
-        """Append `batch` to the existing `table` (an unquoted name, resolved on the search path) by binary COPY."""
+    def append_stream(self, table: str, batches: pa.RecordBatchReader) -> None:
+        """Append every batch of `batches` to the existing `table` (an unquoted name, resolved on the
+        search path) in one binary COPY; the batches are pulled as the COPY goes."""
         stmt = adbc.AdbcStatement(self._conn)
         try:
             stmt.set_options(**{"adbc.ingest.target_table": table, "adbc.ingest.mode": "adbc.ingest.mode.append"})
-            stmt.bind(batch)
+            stmt.bind_stream(batches.__arrow_c_stream__())
             stmt.execute_update()
         finally:
             stmt.close()

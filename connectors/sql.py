@@ -1,7 +1,7 @@
 """Generic SQL shared by the engines that speak it; each engine module overrides what differs."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
 
@@ -74,6 +74,12 @@ class SqlConnector:
     def read_keys(self, table: str, key: str) -> pa.Array:
         rows = self.query(f"SELECT {self.q(key)} FROM {self.q(table)}")
         return pa.array([r[0] for r in rows])
+
+    def write_batches(self, schema: TableSchema, batches: Iterable[pa.RecordBatch]) -> None:
+        """Load `batches` into `schema.name`, one after the other; engines with a streaming bulk
+        path override this."""
+        for batch in batches:
+            self.write_batch(schema, batch)
 
     def drop_table(self, table: str) -> None:
         self.execute(f"DROP TABLE IF EXISTS {self.q(table)}")

@@ -46,14 +46,19 @@ def copy_chunk(source_ref: str, dest_ref: str, plan: TablePlan, chunk: KeyRange,
             rows, nbytes = dest.stream_from(source, plan.source_schema, plan.row_filter(chunk), plan.staging)
             return ChunkResult(plan.table, chunk, rows, nbytes, time.perf_counter() - started, Checksum(rows))
         checksum, nbytes = Checksum(), 0
-        for batch in _prefetch(source.read_batches(plan.source_schema, plan.row_filter(chunk), BATCH_ROWS)):
-            batch = conform(batch, plan.dest_schema) if plan.casts else batch
-            dest.write_batch(plan.dest_schema, batch)
-            if checksum_rows:
-                checksum.add(batch)
-            else:
-                checksum.rows += batch.num_rows
-            nbytes += batch.nbytes
+
+        def extracted():
+            nonlocal nbytes
+            for batch in _prefetch(source.read_batches(plan.source_schema, plan.row_filter(chunk), BATCH_ROWS)):
+                batch = conform(batch, plan.dest_schema) if plan.casts else batch
+                if checksum_rows:
+                    checksum.add(batch)
+                else:
+                    checksum.rows += batch.num_rows
+                nbytes += batch.nbytes
+                yield batch
+
+        dest.write_batches(plan.dest_schema, extracted())
     return ChunkResult(plan.table, chunk, checksum.rows, nbytes, time.perf_counter() - started, checksum)
 
 
