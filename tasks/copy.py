@@ -5,6 +5,7 @@ destination work at the same time while memory stays bounded by the queue.
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -58,7 +59,8 @@ def copy_chunk(source_ref: str, dest_ref: str, plan: TablePlan, chunk: KeyRange,
                 nbytes += batch.nbytes
                 yield batch
 
-        dest.write_batches(plan.dest_schema, extracted())
+        with contextlib.closing(extracted()) as batches:  # a failed load stops the extract thread at once
+            dest.write_batches(plan.dest_schema, batches)
     return ChunkResult(plan.table, chunk, checksum.rows, nbytes, time.perf_counter() - started, checksum)
 
 

@@ -12,6 +12,7 @@ from connectors.base import LossyConversion, MigrationError
 from connectors.endpoint import Endpoint
 from flows.migrate_tables import migrate_tables
 from flows.rollback import rollback_migration
+import tasks.copy
 from tasks.state import LEDGER
 from tasks.verify import compare_tables
 from connectors.base import Column, TableSchema
@@ -108,6 +109,23 @@ def test_permanent_fault_leaves_destination_as_it_was(request, src, dst, bad, me
         migrate_tables(source=source, destination=destination, tables=["readings"], chunk_rows=500)
 
     assert _snapshot(destination) == before
+
+
+def test_failed_load_leaves_no_reader_on_the_source(request, monkeypatch):
+    monkeypatch.setattr(tasks.copy, "BATCH_ROWS", 100)  # many batches a chunk: the reader is ahead when loading fails
+    source, destination = make_endpoint(request, "sqlite"), make_endpoint(request, "postgres")
+    _readings(source, "nul\x00char", 1.0)
+    with pytest.raises(LossyConversion, match="NUL character") as failed:
+        migrate_tables(source=source, destination=destination, tables=["readings"], chunk_rows=5000)
+    assert not _extract_threads(), "the failed run left a thread reading the source"
+    assert failed.value  # its error (and what the error refers to) is still alive here
+
+
+def _extract_threads(wait: float = 2.0) -> list:
+    deadline = time.monotonic() + wait
+    while (alive := [t for t in threading.enumerate() if t.name == "extract"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive
 
 
 def _snapshot(url: str) -> dict:
