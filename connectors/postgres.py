@@ -189,7 +189,9 @@ class PostgresConnector(SqlConnector):
 
     # --- data -----------------------------------------------------------------
     def _select_expr(self, col: Column) -> str:
-        if col.type in ("uuid", "json") or (col.type == "decimal" and not col.precision):
+        # numeric as the server's text: ADBC turns numeric's binary form into text itself, with
+        # about 2.4 times the CPU of numeric_out (0.31 against 0.13 CPU-s per million values)
+        if col.type in ("uuid", "json", "decimal"):
             return f"{self.q(col.name)}::text AS {self.q(col.name)}"
         return self.q(col.name)
 

@@ -1,6 +1,8 @@
 """verify: count and order-independent checksum per chunk on both sides; on a mismatch, find the rows."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -36,8 +38,9 @@ def verify_chunk(source_ref: str, dest_ref: str, plan: TablePlan, copied: ChunkR
     staged = plan.dest_schema.renamed(plan.staging)
     if plan.raw_stream:
         with using(source_ref, dest_ref) as (source, dest):
-            extracted = source.server_checksum(plan.source_schema, plan.row_filter(copied.chunk))
-            landed = dest.server_checksum(staged, RowFilter(copied.chunk))
+            extracted, landed = _at_once(
+                lambda: source.server_checksum(plan.source_schema, plan.row_filter(copied.chunk)),
+                lambda: dest.server_checksum(staged, RowFilter(copied.chunk)))
         if landed == extracted:
             return landed
         json_canonical = False  # identical types: any difference is a real one
@@ -59,6 +62,14 @@ def verify_chunk(source_ref: str, dest_ref: str, plan: TablePlan, copied: ChunkR
     raise VerificationFailed(
         f"table {plan.table}: chunk {copied.chunk.label()} differs: source {extracted}, "
         f"destination {landed}; rows that differ: {describe_keys(plan, keys)}")
+
+
+def _at_once(first, second):
+    """(first(), second()), computed at the same time: each server hashes its own rows."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify") as pool:
+        pending = pool.submit(first)
+        out = second()
+        return pending.result(), out
 
 
 def describe_keys(plan: TablePlan, keys: list) -> str:
