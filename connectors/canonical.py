@@ -79,7 +79,9 @@ def conform_array(arr: pa.Array, col: Column, json_canonical: bool = False) -> p
 def _convert(arr: pa.Array, col: Column, target: pa.DataType) -> pa.Array:
     src = arr.type
     try:
-        if col.type == "bool" and (pa.types.is_integer(src) or pa.types.is_decimal(src)):
+        if col.type == "bool" and pa.types.is_integer(src):
+            return arr.cast(pa.bool_())  # non-zero is true; no Python scalar (that imports pandas: 50 MB)
+        if col.type == "bool" and pa.types.is_decimal(src):
             return pc.not_equal(arr, pa.scalar(0, src))
         if pa.types.is_binary(src) and pa.types.is_string(target):
             return arr.cast(pa.string())
@@ -120,7 +122,9 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 
 def _numeric_bits(arr: pa.Array) -> np.ndarray:
-    """The 64-bit pattern of each fixed-width value (nulls as 0; the null mask is applied apart)."""
+    """The 64-bit pattern of each fixed-width value, read from the value buffer (null slots hold
+    whatever is there: the null mask is applied apart, and filling them would take a Python scalar,
+    whose conversion imports pandas, 50 MB)."""
     t = arr.type
     if pa.types.is_temporal(t):
         arr = arr.view(pa.int64() if t.bit_width == 64 else pa.int32())
@@ -130,7 +134,10 @@ def _numeric_bits(arr: pa.Array) -> np.ndarray:
         wide = pa.float64()
     else:
         wide = pa.uint64() if pa.types.is_unsigned_integer(arr.type) else pa.int64()
-    return arr.cast(wide).fill_null(0).to_numpy(zero_copy_only=False).view(np.uint64)
+    arr = arr.cast(wide)
+    if not len(arr):
+        return np.zeros(0, np.uint64)
+    return np.frombuffer(arr.buffers()[1], np.uint64, len(arr), offset=arr.offset * 8)
 
 
 def _decimal_hashes(arr: pa.Array) -> np.ndarray:
@@ -191,8 +198,14 @@ def column_hashes(arr: pa.Array) -> np.ndarray:
     else:
         raise MigrationError(f"no checksum for Arrow type {t}")
     if arr.null_count:
-        h = np.where(arr.is_null().to_numpy(zero_copy_only=False), _NULL_HASH, h)
+        h = np.where(_null_mask(arr), _NULL_HASH, h)
     return h
+
+
+def _null_mask(arr: pa.Array) -> np.ndarray:
+    """True where `arr` is null, from its validity bitmap (Arrow's own to_numpy imports pandas)."""
+    bits = np.unpackbits(np.frombuffer(arr.buffers()[0], np.uint8), bitorder="little")
+    return bits[arr.offset:arr.offset + len(arr)] == 0
 
 
 def row_hashes(batch: pa.RecordBatch) -> np.ndarray:

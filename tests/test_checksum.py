@@ -1,6 +1,7 @@
 """The order-independent checksum verification relies on: same rows, same sum; any changed value, another."""
 from __future__ import annotations
 
+import datetime as dt
 import random
 from decimal import Decimal
 
@@ -15,7 +16,8 @@ def _batch(rows: list[dict], schema: pa.Schema) -> pa.RecordBatch:
 
 
 SCHEMA = pa.schema([("id", pa.int64()), ("txt", pa.string()), ("bin", pa.binary()), ("dec", pa.decimal128(38, 10)),
-                    ("big", pa.decimal256(60, 5)), ("f", pa.float64())])
+                    ("big", pa.decimal256(60, 5)), ("f", pa.float64()), ("n", pa.int32()), ("flag", pa.bool_()),
+                    ("at", pa.timestamp("us", "UTC"))])
 
 
 def _rows(n: int) -> list[dict]:
@@ -24,7 +26,9 @@ def _rows(n: int) -> list[dict]:
     for i in range(n):
         text = "".join(rnd.choice("ab\tc\n\\'\"é数🚀") for _ in range(rnd.randrange(0, 40)))
         out.append({"id": i, "txt": None if i % 11 == 0 else text, "bin": bytes(rnd.randrange(256) for _ in range(i % 19)),
-                    "dec": Decimal(i) / 8 if i % 5 else None, "big": Decimal(10) ** 50 + i, "f": i * 0.5})
+                    "dec": Decimal(i) / 8 if i % 5 else None, "big": Decimal(10) ** 50 + i, "f": i * 0.5,
+                    "n": None if i % 7 == 0 else i - 1000, "flag": None if i % 3 == 0 else i % 2 == 0,
+                    "at": None if i % 4 == 0 else dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=i)})
     return out
 
 
@@ -40,16 +44,16 @@ def test_same_rows_in_any_order_and_batching_give_the_same_checksum():
     shuffled = rows[:]
     random.Random(1).shuffle(shuffled)
     assert _checksum(rows, 3000) == _checksum(shuffled, 257) == _checksum(rows[::-1], 1000)
-    sliced = _batch(rows, SCHEMA).slice(1000, 1000)  # offsets into shared buffers
-    assert _checksum(rows[1000:2000], 64) == _checksum(sliced.to_pylist(), 1000)
+    sliced = _batch(rows, SCHEMA).slice(1003, 1000)  # offsets into shared buffers and mid-byte into null bitmaps
+    assert _checksum(rows[1003:2003], 64) == _checksum(sliced.to_pylist(), 1000)
     whole = Checksum()
     whole.add(sliced)
-    assert whole == _checksum(rows[1000:2000], 333)
+    assert whole == _checksum(rows[1003:2003], 333)
 
 
 @pytest.mark.parametrize("column,value", [
     ("txt", "x" * 70_000), ("bin", b"\x00"), ("bin", b""), ("dec", Decimal("0.0000000001")), ("big", Decimal(0)),
-    ("f", -0.0), ("txt", None), ("txt", ""),
+    ("f", -0.0), ("txt", None), ("txt", ""), ("n", None), ("n", 0), ("flag", None), ("flag", True), ("at", None),
 ])
 def test_one_changed_value_changes_the_checksum(column, value):
     rows = _rows(2000)
