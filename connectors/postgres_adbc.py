@@ -2,7 +2,8 @@
 
 The DB-API layer (`adbc_driver_manager.dbapi`) imports pandas, and polars when installed, at
 import time: about 50 MB of resident memory the copy never uses. These few calls are all the
-connector needs: stream a query's result as Arrow batches, append a stream of batches with one binary COPY.
+connector needs: stream a query's result as Arrow batches, append a stream of batches with one
+binary COPY.
 """
 from __future__ import annotations
 

@@ -3,6 +3,9 @@ ahead without limit), PostgreSQL writes a stream of batches as one COPY. A user 
 either way: every row arrives exactly once, and a bad value leaves nothing of its COPY behind."""
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+
 import pyarrow as pa
 import pytest
 
@@ -92,3 +95,43 @@ def test_postgres_empty_stream_writes_nothing(postgres_url):
         assert conn.query("SELECT count(*) FROM items") == [(0,)]
     finally:
         conn.close()
+
+
+PANDAS_FREE = """
+import sys
+from connectors.base import RowFilter
+from connectors.canonical import Checksum
+from tasks import state
+from tests.helpers import open_url
+from tests.test_batches import ITEMS
+
+source, dest = open_url(sys.argv[1]), open_url(sys.argv[2])
+extracted, landed = Checksum(), Checksum()
+def counted(batches, checksum):
+    for batch in batches:
+        checksum.add(batch)
+        yield batch
+dest.write_batches(ITEMS, counted(source.read_batches(ITEMS, RowFilter(), 1024), extracted))
+for _ in counted(dest.read_batches(ITEMS, RowFilter(), 1024), landed):
+    pass
+state.record(dest, run_id="r1", table_name="items", mode="full", target_existed=False, status="published")
+assert landed == extracted and landed.rows == 3000, (landed, extracted)
+print("pandas" in sys.modules)
+"""
+
+
+def test_copy_path_does_not_import_pandas(mysql_url, postgres_url):
+    """pyarrow imports pandas (50 MB, 0.8 s) on the first Python value it converts: the copy path
+    (read, conform, checksum, write, read back, ledger) converts none."""
+    import subprocess
+    import sys
+
+    rows = _items(range(1, 3001))
+    for i, row in enumerate(rows):
+        row["seen"] = None if i % 3 else dt.datetime(2026, 1, 1, 12, 30) + dt.timedelta(microseconds=i)
+    create_table(mysql_url, ITEMS, rows)
+    create_table(postgres_url, ITEMS, [])
+    done = subprocess.run([sys.executable, "-c", PANDAS_FREE, mysql_url, postgres_url], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
