@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import uuid
 from pathlib import Path
+
+from tests.test_api_auth import create_user
 
 # Operations that start real work (migrations, runs of flows, scheduled operations, webhooks that would fire
 # on every later run of the session) are left out: generated calls would load the shared Prefect worker with
@@ -14,18 +15,10 @@ from pathlib import Path
 SLOW_OPERATIONS = r"^/migrate$|/start$|/execute$|/batch$|/rollback$|/schedule$|^/webhooks/$|^/api/operations"
 
 
-def _admin_of_its_own(api_server) -> str:
-    """A token for a new Admin: rate limits count per user (30 validations a minute), and the generated
-    calls must not use up the shared admin's allowance for the tests that follow on this API server."""
-    name, password = f"fuzz-{uuid.uuid4().hex[:8]}", f"Fuzz-{uuid.uuid4().hex}"
-    with api_server.admin() as admin:
-        created = admin.post("/auth/users", json={"username": name, "password": password, "role": "Admin"})
-    assert created.status_code == 201, created.text
-    return api_server.token(name, password)
-
-
 def test_generated_requests_get_no_server_errors_and_match_the_schema(api_server, tmp_path):
-    token = _admin_of_its_own(api_server)
+    # an Admin of its own: rate limits count per user (30 validations a minute), and the generated calls
+    # must not use up the shared admin's allowance for the tests that follow on this API server
+    token = api_server.token(*create_user(api_server, "Admin", tenant=None))
     schemathesis = Path(sys.executable).parent / "schemathesis"
     report = tmp_path / "schemathesis.json"
     done = subprocess.run(
