@@ -223,22 +223,28 @@ class PostgresConnector(SqlConnector):
                                                               source.conn.info.server_version) >= 140000
                 and self.column_types(table) == source.column_types(source_table))
 
-    def stream_from(self, source: "PostgresConnector", schema: TableSchema, where: RowFilter, table: str) -> tuple[int, int]:
+    def stream_from(self, source: "PostgresConnector", schema: TableSchema, where: RowFilter, table: str,
+                    checksum: bool = False) -> tuple[int, int, Checksum | None]:
         """Copy the rows `where` selects from `schema` on `source` into `table` here, undecoded;
-        returns rows and bytes moved."""
+        returns rows and bytes moved and, with `checksum`, the source's server_checksum of exactly
+        the rows copied (hashed during the copy, in its snapshot)."""
         columns = schema.column_names
         select = source._select_sql(schema.name, ", ".join(map(self.q, columns)), where)
-        return postgres_stream.pipe(source.endpoint, select, self.endpoint, table, columns)
+        hashing = source._checksum_sql(schema, where) if checksum else None
+        rows, moved, hashed = postgres_stream.pipe(source.endpoint, select, self.endpoint, table, columns, hashing)
+        return rows, moved, None if hashed is None else Checksum(int(hashed[0]), int(hashed[1] or 0))
 
     def server_checksum(self, schema: TableSchema, where: RowFilter) -> Checksum:
         """Count and sum of PostgreSQL's 64-bit hash of each row, computed where the rows are. Only
         comparable with the same sum over a table of identical column types (see can_stream_from)."""
+        rows, total = self.query(self._checksum_sql(schema, where))[0]
+        return Checksum(int(rows), int(total or 0))
+
+    def _checksum_sql(self, schema: TableSchema, where: RowFilter) -> str:
         types = self.column_types(schema.name)
         # json has no hash function; its text is what json keeps anyway
         fields = ", ".join(self.q(c) + ("::text" if types[c][0] == "json" else "") for c in schema.column_names)
-        sql = self._select_sql(schema.name, f"count(*), sum(hash_record_extended(ROW({fields}), 0))", where)
-        rows, total = self.query(sql)[0]
-        return Checksum(int(rows), int(total or 0))
+        return self._select_sql(schema.name, f"count(*), sum(hash_record_extended(ROW({fields}), 0))", where)
 
     def check_values(self, schema: TableSchema, batch: pa.RecordBatch) -> None:
         for col in schema.columns:

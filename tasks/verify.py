@@ -1,8 +1,6 @@
 """verify: count and order-independent checksum per chunk on both sides; on a mismatch, find the rows."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -36,20 +34,15 @@ def verify_chunk(source_ref: str, dest_ref: str, plan: TablePlan, copied: ChunkR
     compared with every document in canonical form, which costs a JSON parse per value.
     """
     staged = plan.dest_schema.renamed(plan.staging)
-    if plan.raw_stream:
-        with using(source_ref, dest_ref) as (source, dest):
-            extracted, landed = _at_once(
-                lambda: source.server_checksum(plan.source_schema, plan.row_filter(copied.chunk)),
-                lambda: dest.server_checksum(staged, RowFilter(copied.chunk)))
-        if landed == extracted:
-            return landed
-        json_canonical = False  # identical types: any difference is a real one
-    else:
-        with using(dest_ref) as (dest,):
+    with using(dest_ref) as (dest,):
+        if plan.raw_stream:
+            landed = dest.server_checksum(staged, RowFilter(copied.chunk))
+            json_canonical = False  # identical types: any difference is a real one
+        else:
             landed = checksum(dest, staged, RowFilter(copied.chunk), False)
-        if landed == copied.checksum:
-            return landed
-        extracted = copied.checksum
+    extracted = copied.checksum
+    if landed == extracted:
+        return landed
     with using(source_ref, dest_ref) as (source, dest):
         if json_canonical and any(c.type == "json" for c in plan.dest_schema.columns):
             extracted = checksum(source, plan.source_schema, plan.row_filter(copied.chunk), True,
@@ -62,14 +55,6 @@ def verify_chunk(source_ref: str, dest_ref: str, plan: TablePlan, copied: ChunkR
     raise VerificationFailed(
         f"table {plan.table}: chunk {copied.chunk.label()} differs: source {extracted}, "
         f"destination {landed}; rows that differ: {describe_keys(plan, keys)}")
-
-
-def _at_once(first, second):
-    """(first(), second()), computed at the same time: each server hashes its own rows."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify") as pool:
-        pending = pool.submit(first)
-        out = second()
-        return pending.result(), out
 
 
 def describe_keys(plan: TablePlan, keys: list) -> str:
