@@ -190,22 +190,25 @@ def _start_prefect_server():
 
 
 def _run_all(chosen: list[Measurement], args, env: dict) -> dict[str, dict]:
-    results: dict[str, dict] = {}
+    """Every measurement once per round, --repeat rounds: a slow spell of the machine then falls on
+    all of them alike, and a copy and its copy+verify run side by side in each round."""
+    runs: dict[str, list[dict]] = {}
     for m in chosen:
         reason = m.available()
         if reason:
             print(f"{m.name}: skipped: {reason}", flush=True)
-            results[m.name] = report.aggregate(m, [{"status": "skipped", "reason": reason}])
-            continue
-        runs = []
-        for run in range(1, args.repeat + 1):
+            runs[m.name] = [{"status": "skipped", "reason": reason}]
+        else:
+            runs[m.name] = []
+    for run in range(1, args.repeat + 1):
+        for m in chosen:
+            done = runs[m.name]
+            if done and done[-1]["status"] != "ok":
+                continue  # skipped, or failed: reported once, not retried
             result = run_once(m, args.rows, run, args.profile, env)
             print(f"{m.name} run {run}/{args.repeat}: {describe_run(result)}", flush=True)
-            runs.append(result)
-            if result["status"] != "ok":
-                break  # a failing measurement is reported once, not retried
-        results[m.name] = report.aggregate(m, runs)
-    return results
+            done.append(result)
+    return {m.name: report.aggregate(m, runs[m.name]) for m in chosen}
 
 
 if __name__ == "__main__":
