@@ -37,15 +37,26 @@ def _why(r: dict) -> str:
     return f"skipped: {head}" if r["status"] == "skipped" else f"skipped: it failed: {head}"
 
 
+def _paired_median(a: dict, b: dict, value) -> float:
+    """Median over rounds of value(a's run, b's run): runs of one round are taken minutes apart
+    at most, so a slow spell of the machine cancels out of each round's value."""
+    return statistics.median(value(x, y) for x, y in zip(a["runs"], b["runs"]))
+
+
+def _rows_per_s(run: dict) -> float:
+    return run["rows"] / run["wall_s"]
+
+
 def ratios(results: dict[str, dict]) -> list[dict]:
-    """Ours vs each anchor of the same pair: anchor rows/s over ours rows/s (>1: ours is slower)."""
+    """Ours vs each anchor of the same pair: anchor rows/s over ours rows/s (>1: ours is slower),
+    the median of each round's ratio."""
     out = []
     for ours in (r for r in results.values() if r["kind"] == "ours" and r["status"] == "ok"):
         for anchor in (r for r in results.values() if r["kind"] == "anchor" and r["pair"] == ours["pair"]):
             entry = {"pair": ours["pair"], "ours": ours["name"], "anchor": anchor["name"],
                      "anchor_title": anchor["title"], "status": anchor["status"]}
             if anchor["status"] == "ok":
-                entry["ratio"] = anchor["rows_per_s"] / ours["rows_per_s"]
+                entry["ratio"] = _paired_median(ours, anchor, lambda o, a: _rows_per_s(a) / _rows_per_s(o))
             else:
                 entry["reason"] = anchor.get("reason", "")
             out.append(entry)
@@ -60,9 +71,11 @@ def verify_overheads(results: dict[str, dict]) -> list[dict]:
         if r["kind"] == "ours" and r["name"].endswith("_copy"):
             v = results.get(r["name"][: -len("_copy")] + "_verify")
             if r["status"] == "ok" and v and v["status"] == "ok":
-                paired = [(b["wall_s"] - a["wall_s"]) / a["wall_s"] for a, b in zip(r["runs"], v["runs"])]
+                def overhead(copy, verify):
+                    return (verify["wall_s"] - copy["wall_s"]) / copy["wall_s"]
                 out.append({"pair": r["pair"], "copy_s": r["wall_s"], "copy_verify_s": v["wall_s"],
-                            "overhead": statistics.median(paired), "overhead_per_round": paired})
+                            "overhead": _paired_median(r, v, overhead),
+                            "overhead_per_round": [overhead(a, b) for a, b in zip(r["runs"], v["runs"])]})
     return out
 
 
@@ -75,7 +88,7 @@ def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[st
 
 
 def render(results: dict[str, dict], meta: dict) -> str:
-    lines = [f"Benchmark: {meta['rows']:,} rows, median of {meta['repeat']} run(s) each; "
+    lines = [f"Benchmark: {meta['rows']:,} rows, {meta['repeat']} round(s), medians; "
              f"wall = the timed call only (Prefect server start-up and imports excluded)", ""]
     code, after = meta.get("code") or {}, meta.get("code_after") or {}
     if code:
@@ -111,7 +124,7 @@ def render(results: dict[str, dict], meta: dict) -> str:
 
     rat = ratios(results)
     if rat:
-        lines += ["", "Ours vs anchors (anchor rows/s / ours rows/s; >1 means ours is slower):"]
+        lines += ["", "Ours vs anchors (anchor rows/s / ours rows/s, median over rounds; >1 means ours is slower):"]
         table = []
         for e in rat:
             value = f"{e['ratio']:.2f}x" if e["status"] == "ok" else "n/a (anchor not measured, see above)"
