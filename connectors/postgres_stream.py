@@ -8,7 +8,7 @@ is read again afterwards.
 
 asyncpg is used here because it hands COPY data over in network-sized pieces; psycopg hands it
 over one row at a time (about 2 s of Python per million rows). Each call runs its own event loop
-on the calling task thread, with two short-lived connections.
+on the calling task thread, with two short-lived connections (three with a checksum query).
 """
 from __future__ import annotations
 
