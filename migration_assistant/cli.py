@@ -141,16 +141,19 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.
 def demo(workdir: Path = typer.Option(Path(".state/demo"), help="Where the demo databases go"),
          orders: int = typer.Option(1_000_000, help="Rows in the orders table")):
     """Build a SQLite shop, migrate it into embedded ClickHouse, verify, print the report."""
+    from migration_assistant.local_prefect import start_temporary_server_early
     from migration_assistant.sample_data import build_sqlite_shop
     from flows.migrate_tables import migrate_tables
     import shutil
     workdir.mkdir(parents=True, exist_ok=True)
     source, target = workdir / "shop.sqlite", workdir / "warehouse.chdb"
     started = time.perf_counter()
+    prefect_ready = start_temporary_server_early()  # while the shop is built
     counts = build_sqlite_shop(str(source), n_orders=orders)
     typer.echo(f"built {source}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
                + f" rows in {time.perf_counter() - started:.1f} s")
     shutil.rmtree(target, ignore_errors=True)
+    prefect_ready()
     report = migrate_tables(source=f"sqlite:///{source.resolve()}", destination=f"chdb://{target.resolve()}",
                             chunk_rows=250_000, parallel=2)
     print_report(report)

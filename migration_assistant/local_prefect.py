@@ -1,4 +1,5 @@
-"""A throwaway `prefect server start` on a free loopback port: for the tests' real stack and the benchmark.
+"""A throwaway `prefect server start` on a free loopback port: for the tests' real stack and the benchmark;
+and Prefect's own temporary server started ahead of a flow call, for the demo.
 
     server = LocalPrefectServer.start(Path(".state/some-home"))
     os.environ["PREFECT_API_URL"] = server.api_url
@@ -14,8 +15,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -94,3 +97,18 @@ def _peak_kib(pid: int) -> int:
     except OSError:
         return 0
     return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+
+
+def start_temporary_server_early() -> Callable[[], None]:
+    """Start the temporary API server Prefect would start at the first flow call (10-15 s on a
+    small machine) in a background thread now, so other work overlaps it; returns a function that
+    waits until it answers. Without a temporary server to start (PREFECT_API_URL set, or
+    ephemeral mode off) the returned function does nothing."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return lambda: None
+    from prefect.server.api.server import SubprocessASGIServer  # the one Prefect's client starts and reuses
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefect-server-start")
+    started = pool.submit(SubprocessASGIServer().start)
+    pool.shutdown(wait=False)
+    return started.result
