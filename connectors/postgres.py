@@ -232,13 +232,12 @@ class PostgresConnector(SqlConnector):
         select = source._select_sql(schema.name, ", ".join(map(self.q, columns)), where)
         hashing = source._checksum_sql(schema, where) if checksum else None
         rows, moved, hashed = postgres_stream.pipe(source.endpoint, select, self.endpoint, table, columns, hashing)
-        return rows, moved, None if hashed is None else Checksum(int(hashed[0]), int(hashed[1] or 0))
+        return rows, moved, None if hashed is None else _count_and_sum(hashed)
 
     def server_checksum(self, schema: TableSchema, where: RowFilter) -> Checksum:
         """Count and sum of PostgreSQL's 64-bit hash of each row, computed where the rows are. Only
         comparable with the same sum over a table of identical column types (see can_stream_from)."""
-        rows, total = self.query(self._checksum_sql(schema, where))[0]
-        return Checksum(int(rows), int(total or 0))
+        return _count_and_sum(self.query(self._checksum_sql(schema, where))[0])
 
     def _checksum_sql(self, schema: TableSchema, where: RowFilter) -> str:
         types = self.column_types(schema.name)
@@ -431,3 +430,9 @@ class PostgresConnector(SqlConnector):
 
 def _conninfo_quote(value: str) -> str:
     return "'" + re.sub(r"(['\\])", r"\\\1", value) + "'"
+
+
+def _count_and_sum(row) -> Checksum:
+    """The Checksum of a (count, sum of row hashes) result row; the sum is NULL over no rows."""
+    rows, total = row
+    return Checksum(int(rows), int(total or 0))
