@@ -1,9 +1,8 @@
-"""MySQL and MariaDB: unbuffered streaming cursor for reads, multi-row INSERT for writes."""
+"""MySQL and MariaDB: connectorx reads in primary-key pages, multi-row INSERT for writes."""
 from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import replace
 from urllib.parse import quote
 from typing import Iterator, Sequence
 
@@ -21,7 +20,15 @@ from connectors.sql import SqlConnector
 
 BATCH_BYTES = 1 << 20  # connectorx decodes a few batches ahead of its reader: batches of about this much data
 PAGE_BATCHES = 4  # batches per connectorx query (see read_batches)
+# key types whose values, read back, compare in SQL as the stored ones and sort as ORDER BY sorts them
+PAGEABLE_KEY_TYPES = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "char", "decimal",
+                      "date", "timestamp", "timestamptz", "binary"}
 _SESSION_SETUP = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
+
+
+def _pageable(col: Column) -> bool:
+    """VARCHAR is; ENUM (sorted by position, compared as text), TEXT and UUID (read lower-cased) are not."""
+    return col.type in PAGEABLE_KEY_TYPES or (col.type == "string" and col.length is not None)
 
 
 class _ReadFailed(pymysql.err.OperationalError):
@@ -198,25 +205,40 @@ class MySQLConnector(SqlConnector):
     def read_batches(self, schema: TableSchema, where: RowFilter, batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:
         """connectorx decodes the rows into Arrow in Rust, several times faster than a Python cursor.
 
-        connectorx reads ahead of its consumer without limit, so batches hold about BATCH_BYTES and a
-        key range is read in pages of PAGE_BATCHES batches (by key, in key order): memory stays
-        bounded by a page however many rows the range holds."""
+        connectorx reads ahead of its consumer without limit, so batches hold about BATCH_BYTES and
+        rows are read in pages of PAGE_BATCHES batches, in primary-key order, each page starting
+        after the last key of the one before (keyset paging): memory stays bounded by a page
+        however many rows the table or range holds. A table without a primary key of pageable
+        types is read in one query."""
         batch_rows = self._batch_rows(schema.name, batch_rows)
-        key = schema.integer_key
-        if key is None or where.range.key != key:
-            yield from self._read(schema, where, batch_rows, "")
+        cond, params = self.filter_sql(where)
+        keys = schema.primary_key
+        if not keys or not all(_pageable(schema.column(k)) for k in keys):
+            yield from self._read(schema, cond, params, batch_rows, "")
             return
-        page_rows, page = PAGE_BATCHES * batch_rows, where
+        page_rows, after = PAGE_BATCHES * batch_rows, None
+        order = f" ORDER BY {', '.join(self.q(k) for k in keys)} LIMIT {page_rows}"
         while True:
-            rows = last = 0
-            for batch in self._read(schema, page, batch_rows, f" ORDER BY {self.q(key)} LIMIT {page_rows}"):
+            page_cond, page_params = self._after_key(keys, after)
+            rows = 0
+            for batch in self._read(schema, f"{cond} AND {page_cond}", params + page_params, batch_rows, order):
                 rows += batch.num_rows
                 if batch.num_rows:
-                    last = batch.column(key)[-1].as_py()
+                    after = [batch.column(k)[-1].as_py() for k in keys]
                 yield batch
             if rows < page_rows:
                 return
-            page = replace(where, range=replace(where.range, lo=last + 1))
+
+    def _after_key(self, keys: tuple[str, ...], values: list | None) -> tuple[str, list]:
+        """Rows whose key sorts after `values`: (k1 > v1) OR (k1 = v1 AND k2 > v2) ..., led by
+        k1 >= v1 so the server reads a range of the primary key."""
+        if values is None:
+            return "1=1", []
+        ors, params = [], []
+        for i, k in enumerate(keys):
+            ors.append(" AND ".join([f"{self.q(e)} = {self.param}" for e in keys[:i]] + [f"{self.q(k)} > {self.param}"]))
+            params += values[:i + 1]
+        return f"{self.q(keys[0])} >= {self.param} AND ({' OR '.join(ors)})", [values[0], *params]
 
     def _batch_rows(self, table: str, at_most: int) -> int:
         """Rows per batch for about BATCH_BYTES, by the server's estimate of the table's average row length."""
@@ -225,9 +247,8 @@ class MySQLConnector(SqlConnector):
         row_bytes = int(found[0][0] or 0) if found else 0
         return min(at_most, max(1024, BATCH_BYTES // row_bytes)) if row_bytes else at_most
 
-    def _read(self, schema: TableSchema, where: RowFilter, batch_rows: int, order_limit: str) -> Iterator[pa.RecordBatch]:
+    def _read(self, schema: TableSchema, cond: str, params: list, batch_rows: int, order_limit: str) -> Iterator[pa.RecordBatch]:
         import connectorx
-        cond, params = self.filter_sql(where)
         cond = cond % tuple(self.conn.escape(p) for p in params) if params else cond
         exprs = ", ".join(self._select_expr(c) for c in schema.columns)
         sql = f"SELECT {exprs} FROM {self.q(schema.name)} WHERE {cond}{order_limit}"
