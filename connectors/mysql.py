@@ -20,15 +20,7 @@ from connectors.sql import SqlConnector
 
 BATCH_BYTES = 1 << 20  # connectorx decodes a few batches ahead of its reader: batches of about this much data
 PAGE_BATCHES = 4  # batches per connectorx query (see read_batches)
-# key types whose values, read back, compare in SQL as the stored ones and sort as ORDER BY sorts them
-PAGEABLE_KEY_TYPES = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "char", "decimal",
-                      "date", "timestamp", "timestamptz", "binary"}
 _SESSION_SETUP = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
-
-
-def _pageable(col: Column) -> bool:
-    """VARCHAR is; ENUM (sorted by position, compared as text), TEXT and UUID (read lower-cased) are not."""
-    return col.type in PAGEABLE_KEY_TYPES or (col.type == "string" and col.length is not None)
 
 
 class _ReadFailed(pymysql.err.OperationalError):
@@ -60,6 +52,8 @@ class MySQLConnector(SqlConnector):
     engine = "mysql"
     json_verbatim = False  # MySQL normalises JSON documents
     quote_char = "`"
+    pageable_key_types = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "char",
+                                    "decimal", "date", "timestamp", "timestamptz", "binary"})
 
     def __init__(self, endpoint: Endpoint):
         self.endpoint = endpoint
@@ -206,39 +200,20 @@ class MySQLConnector(SqlConnector):
         """connectorx decodes the rows into Arrow in Rust, several times faster than a Python cursor.
 
         connectorx reads ahead of its consumer without limit, so batches hold about BATCH_BYTES and
-        rows are read in pages of PAGE_BATCHES batches, in primary-key order, each page starting
-        after the last key of the one before (keyset paging): memory stays bounded by a page
-        however many rows the table or range holds. A table without a primary key of pageable
-        types is read in one query."""
+        rows are read in keyset pages of PAGE_BATCHES batches: memory stays bounded by a page however
+        many rows the table or range holds. A table without a pageable primary key is read in one query."""
         batch_rows = self._batch_rows(schema.name, batch_rows)
-        cond, params = self.filter_sql(where)
-        keys = schema.primary_key
-        if not keys or not all(_pageable(schema.column(k)) for k in keys):
-            yield from self._read(schema, cond, params, batch_rows, "")
-            return
-        page_rows, after = PAGE_BATCHES * batch_rows, None
-        order = f" ORDER BY {', '.join(self.q(k) for k in keys)} LIMIT {page_rows}"
-        while True:
-            page_cond, page_params = self._after_key(keys, after)
-            rows = 0
-            for batch in self._read(schema, f"{cond} AND {page_cond}", params + page_params, batch_rows, order):
-                rows += batch.num_rows
-                if batch.num_rows:
-                    after = [batch.column(k)[-1].as_py() for k in keys]
-                yield batch
-            if rows < page_rows:
-                return
 
-    def _after_key(self, keys: tuple[str, ...], values: list | None) -> tuple[str, list]:
-        """Rows whose key sorts after `values`: (k1 > v1) OR (k1 = v1 AND k2 > v2) ..., led by
-        k1 >= v1 so the server reads a range of the primary key."""
-        if values is None:
-            return "1=1", []
-        ors, params = [], []
-        for i, k in enumerate(keys):
-            ors.append(" AND ".join([f"{self.q(e)} = {self.param}" for e in keys[:i]] + [f"{self.q(k)} > {self.param}"]))
-            params += values[:i + 1]
-        return f"{self.q(keys[0])} >= {self.param} AND ({' OR '.join(ors)})", [values[0], *params]
+        def read(cond: str, params: list, order_limit: str) -> Iterator[pa.RecordBatch]:
+            return self._read(schema, cond, params, batch_rows, order_limit)
+        if self.pageable(schema):
+            yield from self.read_in_key_pages(schema, where, PAGE_BATCHES * batch_rows, read)
+        else:
+            yield from read(*self.filter_sql(where), "")
+
+    def pageable_column(self, col: Column) -> bool:
+        """VARCHAR is; ENUM (sorted by position, compared as text), TEXT and UUID (read lower-cased) are not."""
+        return col.type in self.pageable_key_types or (col.type == "string" and col.length is not None)
 
     def _batch_rows(self, table: str, at_most: int) -> int:
         """Rows per batch for about BATCH_BYTES, by the server's estimate of the table's average row length."""

@@ -1,7 +1,7 @@
 """Generic SQL shared by the engines that speak it; each engine module overrides what differs."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import pyarrow as pa
 
@@ -58,6 +58,49 @@ class SqlConnector:
 
     def watermark_param(self, value):
         return value
+
+    # --- keyset pages ---------------------------------------------------------------
+    # key types whose values, as read back, compare in this engine's SQL as the stored ones do
+    # and sort as its ORDER BY sorts them; none by default (a ClickHouse key need not be unique,
+    # and a page ending inside a run of equal keys would lose the rest of the run)
+    pageable_key_types: frozenset[str] = frozenset()
+
+    def pageable_column(self, col) -> bool:
+        return col.type in self.pageable_key_types
+
+    def pageable(self, schema: TableSchema) -> bool:
+        return bool(schema.primary_key) and all(self.pageable_column(schema.column(k)) for k in schema.primary_key)
+
+    def read_in_key_pages(self, schema: TableSchema, where: RowFilter, page_rows: int,
+                          read_page: Callable[[str, list, str], Iterator[pa.RecordBatch]]) -> Iterator[pa.RecordBatch]:
+        """The rows `where` selects, in primary-key order, `page_rows` at a time; each page starts after
+        the last key of the one before (keyset paging), so a reader holds a page, not the range.
+        read_page(condition, params, order_and_limit) yields one page's batches."""
+        keys = schema.primary_key
+        cond, params = self.filter_sql(where)
+        order = f" ORDER BY {', '.join(self.q(k) for k in keys)} LIMIT {page_rows}"
+        after = None
+        while True:
+            page_cond, page_params = self._after_key(keys, after)
+            rows = 0
+            for batch in read_page(f"{cond} AND {page_cond}", params + page_params, order):
+                rows += batch.num_rows
+                if batch.num_rows:
+                    after = [batch.column(k)[-1].as_py() for k in keys]
+                yield batch
+            if rows < page_rows:
+                return
+
+    def _after_key(self, keys: tuple[str, ...], values: list | None) -> tuple[str, list]:
+        """Rows whose key sorts after `values`: (k1 > v1) OR (k1 = v1 AND k2 > v2) ..., led by
+        k1 >= v1 so the server reads a range of the key."""
+        if values is None:
+            return "1=1", []
+        ors, params = [], []
+        for i, k in enumerate(keys):
+            ors.append(" AND ".join([f"{self.q(e)} = {self.param}" for e in keys[:i]] + [f"{self.q(k)} > {self.param}"]))
+            params += values[:i + 1]
+        return f"{self.q(keys[0])} >= {self.param} AND ({' OR '.join(ors)})", [values[0], *params]
 
     def key_bounds(self, table: str, key: str) -> tuple[int | None, int | None, int]:
         k = self.q(key)
