@@ -186,16 +186,19 @@ class ClickHouseConnector(SqlConnector):
             cond, params = self.range_sql(where)
             self.execute(f"ALTER TABLE {self.q(table)} DELETE WHERE {cond} SETTINGS mutations_sync = 2", params)
 
-    def upsert_statements(self, target, staging, backup, key, deleted) -> list[str]:
-        stmts = super().upsert_statements(target, staging, backup, key, deleted)
-        return [s.replace(f"DELETE FROM {self.q(target)} WHERE", f"ALTER TABLE {self.q(target)} DELETE WHERE") +
-                (" SETTINGS mutations_sync = 2" if s.startswith("DELETE") else "") for s in stmts]
+    def upsert_statements(self, target, staging, backup, keys, deleted) -> list[str]:
+        return [self._as_mutation(target, s) for s in super().upsert_statements(target, staging, backup, keys, deleted)]
 
-    def undo_upsert(self, target: str, staging: str, backup: str, key: str) -> None:
-        t, s, b, k = self.q(target), self.q(staging), self.q(backup), self.q(key)
-        self.execute(f"ALTER TABLE {t} DELETE WHERE {k} IN (SELECT {k} FROM {s} UNION ALL SELECT {k} FROM {b}) "
-                     f"SETTINGS mutations_sync = 2")
-        self.execute(f"INSERT INTO {t} SELECT * FROM {b}")
+    def undo_upsert(self, target: str, staging: str, backup: str, keys) -> None:
+        self.execute(self._as_mutation(target, self._undo_delete_sql(target, staging, backup, keys)))
+        self.execute(f"INSERT INTO {self.q(target)} SELECT * FROM {self.q(backup)}")
+
+    def _as_mutation(self, target: str, statement: str) -> str:
+        """DELETE FROM t WHERE ... as ClickHouse's mutation, waited for."""
+        if not statement.startswith("DELETE"):
+            return statement
+        return statement.replace(f"DELETE FROM {self.q(target)} WHERE", f"ALTER TABLE {self.q(target)} DELETE WHERE") + \
+            " SETTINGS mutations_sync = 2"
 
     # --- data -----------------------------------------------------------------
     def _select_expr(self, col: Column) -> str:

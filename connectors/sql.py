@@ -30,7 +30,10 @@ class SqlConnector:
         return c + name.replace(c, c + c) + c
 
     def columns_sql(self, schema: TableSchema) -> str:
-        return ", ".join(self.q(c) for c in schema.column_names)
+        return self.names_sql(schema.column_names)
+
+    def names_sql(self, names: Sequence[str]) -> str:
+        return ", ".join(self.q(c) for c in names)
 
     def range_sql(self, where: KeyRange) -> tuple[str, list]:
         if where.key is None:
@@ -114,9 +117,9 @@ class SqlConnector:
         cond, params = self.range_sql(where)
         return int(self.query(f"SELECT count(*) FROM {self.q(table)} WHERE {cond}", params)[0][0])
 
-    def read_keys(self, table: str, key: str) -> pa.Array:
-        rows = self.query(f"SELECT {self.q(key)} FROM {self.q(table)}")
-        return pa.array([r[0] for r in rows])
+    def read_keys(self, table: str, keys: Sequence[str]) -> pa.Table:
+        rows = self.query(f"SELECT {self.names_sql(keys)} FROM {self.q(table)}")
+        return pa.table([pa.array([r[i] for r in rows]) for i in range(len(keys))], names=list(keys))
 
     def write_batches(self, schema: TableSchema, batches: Iterable[pa.RecordBatch]) -> None:
         """Load `batches` into `schema.name`, one after the other; engines with a streaming bulk
@@ -156,27 +159,31 @@ class SqlConnector:
         statements.append(f"ALTER TABLE {self.q(staging)} RENAME TO {self.q(target)}")
         self.transaction(statements)
 
-    def upsert_statements(self, target: str, staging: str, backup: str, key: str, deleted: str | None) -> list[str]:
-        t, s, b, k = self.q(target), self.q(staging), self.q(backup), self.q(key)
+    def upsert_statements(self, target: str, staging: str, backup: str, keys: Sequence[str],
+                          deleted: str | None) -> list[str]:
+        t, s, b, k = self.q(target), self.q(staging), self.q(backup), self.names_sql(keys)
         touched = f"SELECT {k} FROM {s}" + (f" UNION ALL SELECT {k} FROM {self.q(deleted)}" if deleted else "")
         return [
-            f"INSERT INTO {b} SELECT * FROM {t} WHERE {k} IN ({touched})",
-            f"DELETE FROM {t} WHERE {k} IN ({touched})",
+            f"INSERT INTO {b} SELECT * FROM {t} WHERE ({k}) IN ({touched})",
+            f"DELETE FROM {t} WHERE ({k}) IN ({touched})",
             f"INSERT INTO {t} SELECT * FROM {s}",
         ]
 
-    def apply_upsert(self, target: str, staging: str, backup: str, key: str, deleted: str | None) -> None:
-        """Replace rows of `target` by those of `staging`, drop `deleted` keys; prior rows go to `backup`."""
+    def apply_upsert(self, target: str, staging: str, backup: str, keys: Sequence[str], deleted: str | None) -> None:
+        """Replace rows of `target` by those of `staging` with the same primary key (all its columns),
+        drop the `deleted` keys; prior rows go to `backup`."""
         self.create_table_like(target, backup)
-        self.transaction(self.upsert_statements(target, staging, backup, key, deleted))
+        self.transaction(self.upsert_statements(target, staging, backup, keys, deleted))
 
-    def undo_upsert(self, target: str, staging: str, backup: str, key: str) -> None:
+    def undo_upsert(self, target: str, staging: str, backup: str, keys: Sequence[str]) -> None:
         """Return `target` to its state before `apply_upsert`."""
-        t, s, b, k = self.q(target), self.q(staging), self.q(backup), self.q(key)
-        self.transaction([
-            f"DELETE FROM {t} WHERE {k} IN (SELECT {k} FROM {s} UNION ALL SELECT {k} FROM {b})",
-            f"INSERT INTO {t} SELECT * FROM {b}",
-        ])
+        self.transaction([self._undo_delete_sql(target, staging, backup, keys),
+                          f"INSERT INTO {self.q(target)} SELECT * FROM {self.q(backup)}"])
+
+    def _undo_delete_sql(self, target: str, staging: str, backup: str, keys: Sequence[str]) -> str:
+        k = self.names_sql(keys)
+        return (f"DELETE FROM {self.q(target)} WHERE ({k}) IN "
+                f"(SELECT {k} FROM {self.q(staging)} UNION ALL SELECT {k} FROM {self.q(backup)})")
 
     # --- schema migrations (DDL): engine details the engine-agnostic tasks ask for --------------
     sqlglot_dialect = "postgres"

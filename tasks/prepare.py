@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -88,16 +87,22 @@ def index_staging(dest_ref: str, plan: TablePlan) -> None:
 
 @task(name="find-deleted", cache_policy=NO_CACHE, **RETRY_POLICY)
 def find_deleted(source_ref: str, dest_ref: str, plan: TablePlan, run_id: str) -> tuple[str | None, int]:
-    """Keys present in the destination but gone from the source, written to a work table."""
-    key = plan.source_schema.primary_key[0]
+    """Primary keys (every key column) present in the destination but gone from the source, written
+    to a work table."""
+    keys = list(plan.source_schema.primary_key)
+    columns = tuple(replace(plan.dest_schema.column(k), nullable=False) for k in keys)
+    schema = TableSchema(work_table_name(plan.target, "deleted", run_id), columns, tuple(keys))
     with using(source_ref, dest_ref) as (source, dest):
-        present = dest.read_keys(plan.target, key)  # read once: row order differs between reads
-        gone = pc.filter(present, pc.invert(pc.is_in(present, value_set=source.read_keys(plan.table, key))))
-        if not len(gone):
+        present = _as_types(dest.read_keys(plan.target, keys), schema)
+        gone = present.join(_as_types(source.read_keys(plan.table, keys), schema), keys=keys, join_type="left anti")
+        if not gone.num_rows:
             return None, 0
-        key_col = plan.dest_schema.column(key)
-        schema = TableSchema(work_table_name(plan.target, "deleted", run_id), (replace(key_col, nullable=False),), (key,))
         dest.drop_table(schema.name)
         dest.create_table(schema)
-        dest.write_batch(schema, pa.RecordBatch.from_arrays([gone.cast(arrow_type(key_col))], schema=arrow_schema(schema)))
-        return schema.name, len(gone)
+        dest.write_batch(schema, gone.select(keys).combine_chunks().to_batches()[0])
+        return schema.name, gone.num_rows
+
+
+def _as_types(keys: pa.Table, schema: TableSchema) -> pa.Table:
+    """Key values read from either engine, in the canonical Arrow types (so they compare)."""
+    return pa.table([keys.column(c.name).cast(arrow_type(c)) for c in schema.columns], schema=arrow_schema(schema))

@@ -21,11 +21,11 @@ def publish(dest_ref: str, plan: TablePlan, run_id: str, deleted: str | None, wa
             dest.swap_in(plan.staging, plan.target, plan.backup if plan.target_existed else None)
             kind = "full"
         else:
-            dest.apply_upsert(plan.target, plan.staging, plan.backup, plan.source_schema.integer_key or plan.source_schema.primary_key[0], deleted)
+            dest.apply_upsert(plan.target, plan.staging, plan.backup, plan.source_schema.primary_key, deleted)
             kind = "incremental"
         state.record(dest, run_id=run_id, table_name=plan.target, mode=kind, target_existed=plan.target_existed,
                      backup=plan.backup if plan.target_existed else None, staging=plan.staging, deleted=deleted,
-                     key_column=(plan.source_schema.primary_key or (None,))[0], watermark_column=plan.watermark,
+                     key_column=state.encode_keys(plan.source_schema.primary_key), watermark_column=plan.watermark,
                      watermark=state.encode_watermark(watermark), status="published")
 
 
@@ -40,7 +40,7 @@ def undo(dest: Connector, rec: dict, run_id: str) -> None:
         else:
             dest.drop_table(target)
     else:
-        dest.undo_upsert(target, rec["staging"], rec["backup"], rec["key_column"])
+        dest.undo_upsert(target, rec["staging"], rec["backup"], state.decode_keys(rec["key_column"]))
         for t in (rec["staging"], rec["backup"], rec["deleted"]):
             if t:
                 dest.drop_table(t)

@@ -78,6 +78,20 @@ def decode_watermark(text: str):
     }.get(kind, str)(value)
 
 
+def encode_keys(keys) -> str | None:
+    """The primary-key columns an incremental run upserted by, as the ledger keeps them."""
+    return json.dumps(list(keys)) if keys else None
+
+
+def decode_keys(text: str) -> list[str]:
+    """Also reads the single column name that runs before composite-key upserts recorded."""
+    try:
+        keys = json.loads(text)
+    except ValueError:
+        return [text]
+    return keys if isinstance(keys, list) else [text]
+
+
 def _single_value(value, type_: pa.DataType) -> pa.Array:
     """A one-value array of the ledger's types (text, boolean, timestamp), built from its buffers:
     pyarrow converts Python values only after importing pandas (50 MB and 0.8 s in every flow

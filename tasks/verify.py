@@ -62,19 +62,21 @@ def describe_keys(plan: TablePlan, keys: list) -> str:
         return "(none found on re-read; the source changed during the copy)"
     shown = ", ".join(map(str, keys[:MAX_REPORTED_KEYS]))
     more = f" and {len(keys) - MAX_REPORTED_KEYS} more" if len(keys) > MAX_REPORTED_KEYS else ""
-    key = plan.source_schema.integer_key or "row"
+    pk = plan.source_schema.primary_key
+    key = f"({', '.join(pk)})" if len(pk) > 1 else pk[0] if pk else "row"
     return f"{key} {shown}{more}"
 
 
 def _keyed_hashes(conn: Connector, schema: TableSchema, where: RowFilter, as_schema: TableSchema, json_canonical: bool):
-    key = as_schema.integer_key or (as_schema.primary_key[0] if as_schema.primary_key else None)
+    keys = as_schema.primary_key
     out: dict = {}
     for batch in conn.read_batches(schema, where, BATCH_ROWS):
         batch = for_checksum(conform(batch, as_schema), as_schema, json_canonical)
         hashes = row_hashes(batch)
-        if key:  # per row: the hash of each column, so a report can name the columns that differ
+        if keys:  # per row: the hash of each column, so a report can name the columns that differ
             per_column = zip(*(column_hashes(a).tolist() for a in batch.columns))
-            out.update(zip(batch.column(key).to_pylist(), per_column))
+            values = [batch.column(k).to_pylist() for k in keys]
+            out.update(zip(values[0] if len(keys) == 1 else zip(*values), per_column))
         else:  # no key: compare the multiset of row hashes
             for h in hashes.tolist():
                 out[h] = out.get(h, 0) + 1

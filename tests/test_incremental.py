@@ -58,3 +58,40 @@ def test_second_run_moves_only_changes_and_rollback_restores(request, postgres_u
     # the rolled-back run's watermark no longer counts: the next run brings the changes again
     again = _run(postgres_url, destination)
     assert (again["tables"][0]["rows"], again["tables"][0]["deleted"]) == (8, 2)
+
+
+LINES = TableSchema("order_lines", (
+    Column("order_id", "int64", False), Column("line_no", "int32", False), Column("sku", "string"),
+    Column("updated_at", "timestamptz", False),
+), ("order_id", "line_no"))
+
+
+def _lines(url: str) -> list[tuple]:
+    return sorted(tuple(r.values()) for r in read_rows(url, LINES))
+
+
+@pytest.mark.parametrize("dst", ["postgres", "mysql", "sqlite", "clickhouse"])
+def test_composite_key_upsert_keeps_the_other_rows_of_the_same_leading_key(request, postgres_url, dst):
+    """Order lines keyed by (order_id, line_no): changing or deleting one line of an order leaves its
+    other lines alone, and rollback restores them all."""
+    destination = make_endpoint(request, dst)
+    with _pg(postgres_url) as c:
+        c.execute("CREATE TABLE order_lines (order_id bigint, line_no int, sku text, updated_at timestamptz NOT NULL, "
+                  "PRIMARY KEY (order_id, line_no))")
+        c.execute("INSERT INTO order_lines SELECT o, l, 'sku-' || o || '-' || l, timestamptz '2026-01-01' "
+                  "FROM generate_series(1, 300) o, generate_series(1, 3) l")
+    run = dict(source=postgres_url, destination=destination, tables=["order_lines"], mode="incremental",
+               watermark_column="updated_at", detect_deletes=True, chunk_rows=400)
+    assert migrate_tables(**run)["tables"][0]["rows"] == 900
+
+    before = _lines(destination)
+    with _pg(postgres_url) as c:
+        c.execute("UPDATE order_lines SET sku = 'changed', updated_at = now() WHERE order_id = 10 AND line_no = 2")
+        c.execute("INSERT INTO order_lines VALUES (20, 4, 'added', now())")
+        c.execute("DELETE FROM order_lines WHERE order_id = 30 AND line_no = 3")
+    changed = migrate_tables(**run)
+    assert (changed["tables"][0]["rows"], changed["tables"][0]["deleted"]) == (2, 1)
+    assert _lines(destination) == _lines(postgres_url)  # lines 1 and 3 of order 10, 1-3 of 20, 1-2 of 30 kept
+
+    rollback_migration(destination=destination, run_id=changed["run_id"])
+    assert _lines(destination) == before

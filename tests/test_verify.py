@@ -60,3 +60,16 @@ def test_compare_tables_names_the_changed_row(million_rows, clickhouse_url):
 
     assert len(problems) == 1
     assert "424242 (columns region)" in problems[0]
+
+
+def test_compare_tables_names_a_composite_key_row(postgres_url, sqlite_url):
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute("CREATE TABLE lines (order_id bigint, line_no int, sku text, PRIMARY KEY (order_id, line_no))")
+        c.execute("INSERT INTO lines SELECT o, l, 'sku' FROM generate_series(1, 50) o, generate_series(1, 3) l")
+    migrate_tables(source=postgres_url, destination=sqlite_url, tables=["lines"])
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute("UPDATE lines SET sku = 'other' WHERE order_id = 10 AND line_no = 2")
+
+    problems = compare_tables(open_url(postgres_url), open_url(sqlite_url), "lines")
+
+    assert len(problems) == 1 and "(10, 2) (columns sku)" in problems[0], problems
