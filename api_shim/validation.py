@@ -205,7 +205,7 @@ def _check_types(config: MigrationConfig, source: Connector, dest: Connector, ta
             destination_schema(schema, dest, casts)
             if dest.table_exists(table):
                 check_compatible(schema, dest.describe(table), table)
-            if schema.integer_key is None:
+            if schema.chunk_key is None:
                 single_chunk.append(table)
         except MigrationError as exc:
             problems.append(f"table {table!r}: {exc}")
@@ -214,7 +214,7 @@ def _check_types(config: MigrationConfig, source: Connector, dest: Connector, ta
     else:
         checks.ok("type_compatibility", f"every column of {len(tables)} table(s) has an exact destination type")
     if single_chunk:
-        checks.add("chunking", "warning", f"no single integer primary key, copied as one chunk without parallelism: "
+        checks.add("chunking", "warning", f"primary key not led by an integer column, copied as one chunk without parallelism: "
                                           f"{', '.join(single_chunk)}")
 
 

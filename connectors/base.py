@@ -116,9 +116,10 @@ class TableSchema:
         return replace(self, name=name)
 
     @property
-    def integer_key(self) -> str | None:
-        """The single integer primary-key column that chunks split on, if there is one."""
-        if len(self.primary_key) == 1 and self.column(self.primary_key[0]).type in INTEGER_TYPES:
+    def chunk_key(self) -> str | None:
+        """The integer column chunks split on by range: the primary key's first column, when it is an
+        integer. For a composite key every row of one leading value falls in one chunk."""
+        if self.primary_key and self.column(self.primary_key[0]).type in INTEGER_TYPES:
             return self.primary_key[0]
         return None
 

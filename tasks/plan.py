@@ -90,7 +90,7 @@ def check_compatible(source: TableSchema, existing: TableSchema, target: str) ->
 
 
 def key_chunks(conn: Connector, schema: TableSchema, chunk_rows: int) -> list[KeyRange]:
-    key = schema.integer_key
+    key = schema.chunk_key
     if key is None:
         return [KeyRange()]
     lo, hi, count = conn.key_bounds(schema.name, key)

@@ -95,3 +95,23 @@ def test_composite_key_upsert_keeps_the_other_rows_of_the_same_leading_key(reque
 
     rollback_migration(destination=destination, run_id=changed["run_id"])
     assert _lines(destination) == before
+
+
+@pytest.mark.parametrize("dst", ["mysql", "clickhouse"])
+def test_composite_key_led_by_an_integer_is_copied_in_chunks_exactly(request, postgres_url, dst):
+    from tasks.plan import key_chunks
+    from tests.helpers import open_url
+    destination = make_endpoint(request, dst)
+    with _pg(postgres_url) as c:
+        c.execute("CREATE TABLE order_lines (order_id bigint, line_no int, sku text, updated_at timestamptz NOT NULL, "
+                  "PRIMARY KEY (order_id, line_no))")
+        c.execute("INSERT INTO order_lines SELECT o, l, 'sku-' || o || '-' || l, now() "
+                  "FROM generate_series(1, 1000) o, generate_series(1, 1 + o % 4) l")
+    source = open_url(postgres_url)
+    chunks = key_chunks(source, source.describe("order_lines"), 400)
+    source.close()
+    assert len(chunks) == 7 and {c.key for c in chunks} == {"order_id"}  # 2,500 rows in ranges of order_id
+
+    report = migrate_tables(source=postgres_url, destination=destination, tables=["order_lines"], chunk_rows=400)
+    assert report["rows"] == 2500 and report["verdict"] == "verified"
+    assert _lines(destination) == _lines(postgres_url)
