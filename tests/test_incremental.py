@@ -97,7 +97,7 @@ def test_composite_key_upsert_keeps_the_other_rows_of_the_same_leading_key(reque
     assert _lines(destination) == before
 
 
-@pytest.mark.parametrize("dst", ["mysql", "clickhouse"])
+@pytest.mark.parametrize("dst", ["postgres", "mysql", "sqlite", "clickhouse"])
 def test_composite_key_led_by_an_integer_is_copied_in_chunks_exactly(request, postgres_url, dst):
     from tasks.plan import key_chunks
     from tests.helpers import open_url
