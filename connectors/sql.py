@@ -117,10 +117,6 @@ class SqlConnector:
         cond, params = self.range_sql(where)
         return int(self.query(f"SELECT count(*) FROM {self.q(table)} WHERE {cond}", params)[0][0])
 
-    def read_keys(self, table: str, keys: Sequence[str]) -> pa.Table:
-        rows = self.query(f"SELECT {self.names_sql(keys)} FROM {self.q(table)}")
-        return pa.table([pa.array([r[i] for r in rows]) for i in range(len(keys))], names=list(keys))
-
     def write_batches(self, schema: TableSchema, batches: Iterable[pa.RecordBatch]) -> None:
         """Load `batches` into `schema.name`, one after the other; engines with a streaming bulk
         path override this."""

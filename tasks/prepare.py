@@ -7,8 +7,8 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from connectors.base import MigrationError, TableNotFound, TableSchema
-from connectors.canonical import arrow_schema, arrow_type
+from connectors.base import MigrationError, RowFilter, TableNotFound, TableSchema
+from connectors.canonical import arrow_schema
 from tasks import state
 from tasks.connections import using
 from tasks.plan import TablePlan, check_compatible, destination_schema, key_chunks, work_table_name
@@ -88,21 +88,29 @@ def index_staging(dest_ref: str, plan: TablePlan) -> None:
 @task(name="find-deleted", cache_policy=NO_CACHE, **RETRY_POLICY)
 def find_deleted(source_ref: str, dest_ref: str, plan: TablePlan, run_id: str) -> tuple[str | None, int]:
     """Primary keys (every key column) present in the destination but gone from the source, written
-    to a work table."""
-    keys = list(plan.source_schema.primary_key)
-    columns = tuple(replace(plan.dest_schema.column(k), nullable=False) for k in keys)
-    schema = TableSchema(work_table_name(plan.target, "deleted", run_id), columns, tuple(keys))
+    to a work table. Keys are read as Arrow batches and compared by an Arrow anti-join."""
+    keys = plan.source_schema.primary_key
+    schema = TableSchema(work_table_name(plan.target, "deleted", run_id),
+                         tuple(replace(plan.dest_schema.column(k), nullable=False) for k in keys), keys)
     with using(source_ref, dest_ref) as (source, dest):
-        present = _as_types(dest.read_keys(plan.target, keys), schema)
-        gone = present.join(_as_types(source.read_keys(plan.table, keys), schema), keys=keys, join_type="left anti")
+        present = _read_keys(dest, schema.renamed(plan.target), schema)
+        in_source = _read_keys(source, _key_schema(plan.source_schema), schema)
+        gone = present.join(in_source, keys=list(keys), join_type="left anti").combine_chunks()
         if not gone.num_rows:
             return None, 0
         dest.drop_table(schema.name)
         dest.create_table(schema)
-        dest.write_batch(schema, gone.select(keys).combine_chunks().to_batches()[0])
+        dest.write_batches(schema, gone.to_batches())
         return schema.name, gone.num_rows
 
 
-def _as_types(keys: pa.Table, schema: TableSchema) -> pa.Table:
-    """Key values read from either engine, in the canonical Arrow types (so they compare)."""
-    return pa.table([keys.column(c.name).cast(arrow_type(c)) for c in schema.columns], schema=arrow_schema(schema))
+def _key_schema(schema: TableSchema) -> TableSchema:
+    return TableSchema(schema.name, tuple(schema.column(k) for k in schema.primary_key), schema.primary_key)
+
+
+def _read_keys(conn, schema: TableSchema, as_schema: TableSchema) -> pa.Table:
+    """Every key of `schema`'s table, in `as_schema`'s Arrow types (so both sides' keys compare)."""
+    target = arrow_schema(as_schema)
+    batches = [pa.RecordBatch.from_arrays([b.column(i).cast(f.type) for i, f in enumerate(target)], schema=target)
+               for b in conn.read_batches(schema, RowFilter())]
+    return pa.Table.from_batches(batches, schema=target)
