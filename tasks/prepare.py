@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -88,20 +89,28 @@ def index_staging(dest_ref: str, plan: TablePlan) -> None:
 @task(name="find-deleted", cache_policy=NO_CACHE, **RETRY_POLICY)
 def find_deleted(source_ref: str, dest_ref: str, plan: TablePlan, run_id: str) -> tuple[str | None, int]:
     """Primary keys (every key column) present in the destination but gone from the source, written
-    to a work table. Keys are read as Arrow batches and compared by an Arrow anti-join."""
+    to a work table. Keys are read and compared as Arrow data."""
     keys = plan.source_schema.primary_key
     schema = TableSchema(work_table_name(plan.target, "deleted", run_id),
                          tuple(replace(plan.dest_schema.column(k), nullable=False) for k in keys), keys)
     with using(source_ref, dest_ref) as (source, dest):
         present = _read_keys(dest, schema.renamed(plan.target), schema)
         in_source = _read_keys(source, _key_schema(plan.source_schema), schema)
-        gone = present.join(in_source, keys=list(keys), join_type="left anti").combine_chunks()
+        gone = _not_in(present, in_source).combine_chunks()
         if not gone.num_rows:
             return None, 0
         dest.drop_table(schema.name)
         dest.create_table(schema)
         dest.write_batches(schema, gone.to_batches())
         return schema.name, gone.num_rows
+
+
+def _not_in(present: pa.Table, in_source: pa.Table) -> pa.Table:
+    """Rows of `present` whose key `in_source` lacks. A single key column goes through is_in:
+    Table.join, which composite keys need (is_in takes no struct), imports pandas (50 MB)."""
+    if present.num_columns == 1:
+        return present.filter(pc.invert(pc.is_in(present.column(0), value_set=in_source.column(0).combine_chunks())))
+    return present.join(in_source, keys=present.column_names, join_type="left anti")
 
 
 def _key_schema(schema: TableSchema) -> TableSchema:
