@@ -70,16 +70,21 @@ def _lines(url: str) -> list[tuple]:
     return sorted(tuple(r.values()) for r in read_rows(url, LINES))
 
 
+def _order_lines(url: str, orders: int, lines_per_order: str) -> None:
+    """`orders` orders, each with `lines_per_order` (an SQL expression of the order number o) lines."""
+    with _pg(url) as c:
+        c.execute("CREATE TABLE order_lines (order_id bigint, line_no int, sku text, updated_at timestamptz NOT NULL, "
+                  "PRIMARY KEY (order_id, line_no))")
+        c.execute(f"INSERT INTO order_lines SELECT o, l, 'sku-' || o || '-' || l, timestamptz '2026-01-01' "
+                  f"FROM generate_series(1, {orders}) o, generate_series(1, {lines_per_order}) l")
+
+
 @pytest.mark.parametrize("dst", ["postgres", "mysql", "sqlite", "clickhouse"])
 def test_composite_key_upsert_keeps_the_other_rows_of_the_same_leading_key(request, postgres_url, dst):
     """Order lines keyed by (order_id, line_no): changing or deleting one line of an order leaves its
     other lines alone, and rollback restores them all."""
     destination = make_endpoint(request, dst)
-    with _pg(postgres_url) as c:
-        c.execute("CREATE TABLE order_lines (order_id bigint, line_no int, sku text, updated_at timestamptz NOT NULL, "
-                  "PRIMARY KEY (order_id, line_no))")
-        c.execute("INSERT INTO order_lines SELECT o, l, 'sku-' || o || '-' || l, timestamptz '2026-01-01' "
-                  "FROM generate_series(1, 300) o, generate_series(1, 3) l")
+    _order_lines(postgres_url, 300, "3")
     run = dict(source=postgres_url, destination=destination, tables=["order_lines"], mode="incremental",
                watermark_column="updated_at", detect_deletes=True, chunk_rows=400)
     assert migrate_tables(**run)["tables"][0]["rows"] == 900
@@ -102,11 +107,7 @@ def test_composite_key_led_by_an_integer_is_copied_in_chunks_exactly(request, po
     from tasks.plan import key_chunks
     from tests.helpers import open_url
     destination = make_endpoint(request, dst)
-    with _pg(postgres_url) as c:
-        c.execute("CREATE TABLE order_lines (order_id bigint, line_no int, sku text, updated_at timestamptz NOT NULL, "
-                  "PRIMARY KEY (order_id, line_no))")
-        c.execute("INSERT INTO order_lines SELECT o, l, 'sku-' || o || '-' || l, now() "
-                  "FROM generate_series(1, 1000) o, generate_series(1, 1 + o % 4) l")
+    _order_lines(postgres_url, 1000, "1 + o % 4")
     source = open_url(postgres_url)
     chunks = key_chunks(source, source.describe("order_lines"), 400)
     source.close()
