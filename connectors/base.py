@@ -126,17 +126,19 @@ class TableSchema:
 
 @dataclass(frozen=True)
 class KeyRange:
-    """Rows with lo <= key <= hi (either bound None means open). key None means the whole table."""
+    """Rows with lo <= key <= hi (either bound None means open), and with `nulls` also the rows whose
+    key is NULL (SQLite lets a composite primary key hold NULL). key None means the whole table."""
 
     key: str | None = None
     lo: int | None = None
     hi: int | None = None
+    nulls: bool = False
 
     def label(self) -> str:
         if self.key is None or (self.lo is None and self.hi is None):
             return "all rows"
         if self.lo is None:
-            return f"{self.key} <= {self.hi}"
+            return f"{self.key} <= {self.hi}" + (" or NULL" if self.nulls else "")
         if self.hi is None:
             return f"{self.key} >= {self.lo}"
         return f"{self.key} in [{self.lo}, {self.hi}]"

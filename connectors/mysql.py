@@ -52,7 +52,7 @@ class MySQLConnector(SqlConnector):
     engine = "mysql"
     json_verbatim = False  # MySQL normalises JSON documents
     quote_char = "`"
-    pageable_key_types = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "char",
+    pageable_key_types = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
                                     "decimal", "date", "timestamp", "timestamptz", "binary"})
 
     def __init__(self, endpoint: Endpoint):
@@ -212,7 +212,8 @@ class MySQLConnector(SqlConnector):
             yield from read(*self.filter_sql(where), "")
 
     def pageable_column(self, col: Column) -> bool:
-        """VARCHAR is; ENUM (sorted by position, compared as text), TEXT and UUID (read lower-cased) are not."""
+        """VARCHAR is; ENUM (sorted by position, compared as text), TEXT, UUID (read lower-cased) and CHAR
+        (read without its trailing spaces, which NO PAD collations compare) are not."""
         return col.type in self.pageable_key_types or (col.type == "string" and col.length is not None)
 
     def _batch_rows(self, table: str, at_most: int) -> int:

@@ -45,6 +45,8 @@ class SqlConnector:
         if where.hi is not None:
             parts.append(f"{self.q(where.key)} <= {self.param}")
             params.append(where.hi)
+        if parts and where.nulls:
+            return f"({' AND '.join(parts)} OR {self.q(where.key)} IS NULL)", params
         return (" AND ".join(parts) or "1=1"), params
 
     def filter_sql(self, where: RowFilter) -> tuple[str, list]:

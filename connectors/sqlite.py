@@ -114,8 +114,12 @@ class SQLiteConnector(SqlConnector):
         if not self.table_exists(table):
             raise TableNotFound(f"{self.endpoint.label}: table {table!r} does not exist")
         rows = self.query(f"PRAGMA table_info({self.q(table)})")
-        cols = tuple(self._column(table, name, decl, not notnull and not pk) for _, name, decl, notnull, _, pk in rows)
         pk = tuple(r[1] for r in sorted((r for r in rows if r[5]), key=lambda r: r[5]))
+        # only a rowid alias (a lone INTEGER PRIMARY KEY) is NOT NULL by being a key: SQLite lets
+        # other primary-key columns hold NULL unless they say NOT NULL
+        rowid = {r[1] for r in rows if r[5] and len(pk) == 1 and (r[2] or "").strip().upper() == "INTEGER"}
+        cols = tuple(self._column(table, name, decl, not notnull and name not in rowid)
+                     for _, name, decl, notnull, _, _ in rows)
         return TableSchema(table, cols, pk)
 
     def _column(self, table: str, name: str, declared: str, nullable: bool) -> Column:

@@ -94,11 +94,13 @@ def key_chunks(conn: Connector, schema: TableSchema, chunk_rows: int) -> list[Ke
     if key is None:
         return [KeyRange()]
     lo, hi, count = conn.key_bounds(schema.name, key)
-    if count == 0:
+    if count == 0 or lo is None:
         return [KeyRange()]
     n = max(1, math.ceil(count / chunk_rows))
     step = max(1, math.ceil((hi - lo + 1) / n))
     starts = list(range(lo, hi + 1, step))
-    # the first and last chunks are open-ended so rows outside today's bounds are not missed
-    return [KeyRange(key, None if i == 0 else b, None if i == len(starts) - 1 else b + step - 1)
+    # the first and last chunks are open-ended so rows outside today's bounds are not missed; the
+    # first also takes the rows whose key is NULL, where the engine allows them (SQLite)
+    nulls = schema.column(key).nullable
+    return [KeyRange(key, None if i == 0 else b, None if i == len(starts) - 1 else b + step - 1, nulls and i == 0)
             for i, b in enumerate(starts)]

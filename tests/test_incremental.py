@@ -116,3 +116,28 @@ def test_composite_key_led_by_an_integer_is_copied_in_chunks_exactly(request, po
     report = migrate_tables(source=postgres_url, destination=destination, tables=["order_lines"], chunk_rows=400)
     assert report["rows"] == 2500 and report["verdict"] == "verified"
     assert _lines(destination) == _lines(postgres_url)
+
+
+def test_sqlite_composite_key_with_null_leading_values_loses_no_row(sqlite_db):
+    """SQLite lets a composite primary key hold NULL: the first chunk also takes the NULL-keyed rows."""
+    import sqlite3
+    from tasks.plan import key_chunks
+    from tests.helpers import open_url
+    source, destination = sqlite_db(), sqlite_db()
+    with sqlite3.connect(source.removeprefix("sqlite:///")) as c:
+        c.execute("CREATE TABLE order_lines (order_id BIGINT, line_no INTEGER, sku TEXT, updated_at TIMESTAMP NOT NULL, "
+                  "PRIMARY KEY (order_id, line_no))")
+        c.executemany("INSERT INTO order_lines VALUES (?, ?, ?, '2026-01-01 00:00:00')",
+                      [(o, 1, f"sku-{o}") for o in range(1, 11)] + [(None, 1, "orphan"), (None, 2, "orphan")])
+    conn = open_url(source)
+    chunks = key_chunks(conn, conn.describe("order_lines"), 4)
+    conn.close()
+    assert len(chunks) == 3 and chunks[0].nulls
+
+    report = migrate_tables(source=source, destination=destination, tables=["order_lines"], chunk_rows=4)
+    assert report["rows"] == 12 and report["verdict"] == "verified"
+    rows = []
+    for url in (source, destination):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as c:
+            rows.append(c.execute("SELECT order_id, line_no, sku FROM order_lines ORDER BY order_id, line_no").fetchall())
+    assert rows[1] == rows[0] and (None, 2, "orphan") in rows[1]
