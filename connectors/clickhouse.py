@@ -129,7 +129,16 @@ class ClickHouseConnector(SqlConnector):
         rows = self.query("SELECT name, type, is_in_primary_key, comment FROM system.columns "
                           "WHERE database = currentDatabase() AND table = %s ORDER BY position", [table])
         cols = tuple(self._column(table, name, type_, comment) for name, type_, _, comment in rows)
-        return TableSchema(table, cols, tuple(r[0] for r in rows if r[2]))
+        return TableSchema(table, cols, self._primary_key(table, [r[0] for r in rows if r[2]]))
+
+    def _primary_key(self, table: str, flagged: list[str]) -> tuple[str, ...]:
+        """The primary-key columns in the key's own order (chunks split on the first); in table order
+        when the key holds expressions such as toDate(ts)."""
+        expression = self.query("SELECT primary_key FROM system.tables WHERE database = currentDatabase() "
+                                "AND name = %s", [table])[0][0]
+        parts = [p.strip() for p in re.findall(r"`(?:[^`\\]|\\.)*`|[^,]+", expression) if p.strip()]
+        names = [p[1:-1].replace("\\`", "`") if p.startswith("`") else p for p in parts]
+        return tuple(names) if sorted(names) == sorted(flagged) else tuple(flagged)
 
     def _column(self, table: str, name: str, type_: str, comment: str = "") -> Column:
         nullable = type_.startswith("Nullable(")
