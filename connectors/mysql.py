@@ -89,12 +89,21 @@ class MySQLConnector(SqlConnector):
 
     def execute(self, sql: str, params: Sequence = ()) -> None:
         with self.errors("statement"), self.conn.cursor() as cur:
-            cur.execute(sql, tuple(params) or None)
+            cur.execute(self.bind(sql, params))
 
     def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
         with self.errors("query"), self.conn.cursor() as cur:
-            cur.execute(sql, tuple(params) or None)
+            cur.execute(self.bind(sql, params))
             return list(cur.fetchall())
+
+    def bind(self, sql: str, params: Sequence) -> str:
+        """`sql` with each %s outside `quoted names` replaced by the next parameter, escaped by the
+        driver. pymysql's own binding (sql % params) would also read a % inside a name."""
+        if not params:
+            return sql
+        values = iter([self.conn.escape(p) for p in params])
+        parts = re.split(r"(`(?:[^`]|``)*`)", sql)
+        return "".join(p if p.startswith("`") else re.sub(r"%s", lambda _: next(values), p) for p in parts)
 
     def transaction(self, statements: Sequence[str]) -> None:
         with self.errors("transaction"):
@@ -225,7 +234,7 @@ class MySQLConnector(SqlConnector):
 
     def _read(self, schema: TableSchema, cond: str, params: list, batch_rows: int, order_limit: str) -> Iterator[pa.RecordBatch]:
         import connectorx
-        cond = cond % tuple(self.conn.escape(p) for p in params) if params else cond
+        cond = self.bind(cond, params)
         exprs = ", ".join(self._select_expr(c) for c in schema.columns)
         sql = f"SELECT {exprs} FROM {self.q(schema.name)} WHERE {cond}{order_limit}"
         with self.errors(f"reading {schema.name}"):
@@ -268,7 +277,8 @@ class MySQLConnector(SqlConnector):
         self.check_values(schema, batch)
         columns = [_python_values(batch.column(c.name)) for c in schema.columns]
         marks = ", ".join(["%s"] * len(columns))
-        sql = f"INSERT INTO {self.q(schema.name)} ({self.columns_sql(schema)}) VALUES ({marks})"
+        head = f"INSERT INTO {self.q(schema.name)} ({self.columns_sql(schema)})".replace("%", "%%")  # executemany: head % ()
+        sql = f"{head} VALUES ({marks})"
         with self.errors(f"loading {schema.name}"), self.conn.cursor() as cur:
             cur.executemany(sql, list(zip(*columns)))
 

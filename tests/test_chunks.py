@@ -17,3 +17,20 @@ def test_clickhouse_key_order_is_the_sorting_key_order(clickhouse_url):
         conn.close()
     assert schema.primary_key == ("tenant", "id")
     assert len(chunks) == 5 and {c.key for c in chunks} == {"tenant"}
+
+
+def test_names_with_percent_signs_survive_chunked_mysql_reads(postgres_url, mysql_url, sqlite_url):
+    """Chunk ranges are bound as parameters; a % in a table or key name is not a placeholder."""
+    import psycopg
+    from flows.migrate_tables import migrate_tables
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute('CREATE TABLE "rate%s" ("k%" bigint PRIMARY KEY, "v%s" text)')
+        c.execute('INSERT INTO "rate%s" SELECT g, \'v\' || g FROM generate_series(1, 50) g')
+    into_mysql = migrate_tables(source=postgres_url, destination=mysql_url, tables=["rate%s"], chunk_rows=10)
+    back_out = migrate_tables(source=mysql_url, destination=sqlite_url, tables=["rate%s"], chunk_rows=10)
+    assert into_mysql["rows"] == back_out["rows"] == 50 and back_out["verdict"] == "verified"
+    conn = open_url(sqlite_url)
+    try:
+        assert conn.query('SELECT count(*), sum("k%"), max("v%s") FROM "rate%s"') == [(50, 1275, "v9")]
+    finally:
+        conn.close()
