@@ -83,7 +83,7 @@ class SqlConnector:
         read_page(condition, params, order_and_limit) yields one page's batches."""
         keys = schema.primary_key
         cond, params = self.filter_sql(where)
-        order = f" ORDER BY {', '.join(self.q(k) for k in keys)} LIMIT {page_rows}"
+        order = f" ORDER BY {self.names_sql(keys)} LIMIT {page_rows}"
         after = None
         while True:
             page_cond, page_params = self._after_key(keys, after)
