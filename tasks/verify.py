@@ -72,13 +72,12 @@ def _keyed_hashes(conn: Connector, schema: TableSchema, where: RowFilter, as_sch
     out: dict = {}
     for batch in conn.read_batches(schema, where, BATCH_ROWS):
         batch = for_checksum(conform(batch, as_schema), as_schema, json_canonical)
-        hashes = row_hashes(batch)
         if keys:  # per row: the hash of each column, so a report can name the columns that differ
             per_column = zip(*(column_hashes(a).tolist() for a in batch.columns))
             values = [batch.column(k).to_pylist() for k in keys]
             out.update(zip(values[0] if len(keys) == 1 else zip(*values), per_column))
         else:  # no key: compare the multiset of row hashes
-            for h in hashes.tolist():
+            for h in row_hashes(batch).tolist():
                 out[h] = out.get(h, 0) + 1
     return out
 
