@@ -221,7 +221,9 @@ class ClickHouseConnector(SqlConnector):
         sql = f"SELECT {exprs} FROM {self.q(schema.name)} WHERE {cond}"
         settings = {"max_block_size": batch_rows}
         if self.endpoint.path:
-            # embedded: one session per process, so read the chunk whole rather than hold it while writing
+            # embedded: one session per process, so read the chunk whole rather than hold it while writing;
+            # and in the same process, so no LZ4 (ClickHouse's default for Arrow output) to undo
+            settings["output_format_arrow_compression_method"] = "none"
             with self.errors(f"reading {schema.name}"):
                 result = self.client.query_arrow(sql, parameters=params or None, use_strings=False, settings=settings)
             for batch in result.to_batches(max_chunksize=batch_rows):

@@ -49,9 +49,9 @@ def copy_chunk(source_ref: str, dest_ref: str, plan: TablePlan, chunk: KeyRange,
             return ChunkResult(plan.table, chunk, rows, nbytes, time.perf_counter() - started, hashed or Checksum(rows))
         checksum, nbytes = Checksum(), 0
 
-        def extracted():
+        def extracted(read):  # runs in the extract thread: conversion and hashing overlap the load
             nonlocal nbytes
-            for batch in _prefetch(source.read_batches(plan.source_schema, plan.row_filter(chunk), BATCH_ROWS)):
+            for batch in read:
                 batch = conform(batch, plan.dest_schema) if plan.casts else batch
                 if checksum_rows:
                     checksum.add(batch)
@@ -60,7 +60,8 @@ def copy_chunk(source_ref: str, dest_ref: str, plan: TablePlan, chunk: KeyRange,
                 nbytes += batch.nbytes
                 yield batch
 
-        with contextlib.closing(extracted()) as batches:  # a failed load stops the extract thread at once
+        read = source.read_batches(plan.source_schema, plan.row_filter(chunk), BATCH_ROWS)
+        with contextlib.closing(_prefetch(extracted(read))) as batches:  # a failed load stops the extract thread at once
             dest.write_batches(plan.dest_schema, batches)
     return ChunkResult(plan.table, chunk, checksum.rows, nbytes, time.perf_counter() - started, checksum)
 
