@@ -237,7 +237,10 @@ class PostgresConnector(SqlConnector):
     def server_checksum(self, schema: TableSchema, where: RowFilter) -> Checksum:
         """Count and sum of PostgreSQL's 64-bit hash of each row, computed where the rows are. Only
         comparable with the same sum over a table of identical column types (see can_stream_from)."""
-        return _count_and_sum(self.query(self._checksum_sql(schema, where))[0])
+        sql = self._checksum_sql(schema, where)
+        with self.errors("query"), self.conn.transaction():
+            self.conn.execute(postgres_stream.HASH_IN_ONE_PROCESS)
+            return _count_and_sum(self.conn.execute(sql).fetchone())
 
     def _checksum_sql(self, schema: TableSchema, where: RowFilter) -> str:
         types = self.column_types(schema.name)
