@@ -1,6 +1,10 @@
 """verify: count and order-independent checksum per chunk on both sides; on a mismatch, find the rows."""
 from __future__ import annotations
 
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -12,6 +16,8 @@ from tasks.plan import TablePlan
 from tasks.retry import RETRY_POLICY
 
 MAX_REPORTED_KEYS = 20
+GROUPS = 4096  # a mismatch is narrowed by comparing rows in groups (by key hash) first
+MAX_EXAMINED_ROWS = 100_000  # rows per side compared one by one to name the rows that differ
 
 
 def checksum(conn: Connector, schema: TableSchema, where: RowFilter, json_canonical: bool,
@@ -50,33 +56,56 @@ def verify_chunk(source_ref: str, dest_ref: str, plan: TablePlan, copied: ChunkR
             landed = checksum(dest, staged, RowFilter(copied.chunk), True)
             if landed == extracted:
                 return landed
-        keys = differing_keys(source, plan.source_schema, plan.row_filter(copied.chunk),
-                              dest, staged, RowFilter(copied.chunk), plan.dest_schema, json_canonical)
+        keys, unexamined = differing_keys(source, plan.source_schema, plan.row_filter(copied.chunk),
+                                          dest, staged, RowFilter(copied.chunk), plan.dest_schema, json_canonical)
     raise VerificationFailed(
         f"table {plan.table}: chunk {copied.chunk.label()} differs: source {extracted}, "
-        f"destination {landed}; rows that differ: {describe_keys(plan, keys)}")
+        f"destination {landed}; rows that differ: {describe_keys(plan.source_schema.primary_key, keys, unexamined)}")
 
 
-def describe_keys(plan: TablePlan, keys: list) -> str:
+def describe_keys(pk: list[str], keys: list, unexamined: int = 0) -> str:
     if not keys:
         return "(none found on re-read; the source changed during the copy)"
     shown = ", ".join(map(str, keys[:MAX_REPORTED_KEYS]))
     more = f" and {len(keys) - MAX_REPORTED_KEYS} more" if len(keys) > MAX_REPORTED_KEYS else ""
-    pk = plan.source_schema.primary_key
+    if unexamined:
+        more += f"; more rows differ in {unexamined} group(s) of keys not compared row by row"
     key = f"({', '.join(pk)})" if len(pk) > 1 else pk[0] if pk else "row"
     return f"{key} {shown}{more}"
 
 
-def _keyed_hashes(conn: Connector, schema: TableSchema, where: RowFilter, as_schema: TableSchema, json_canonical: bool):
-    keys = as_schema.primary_key
-    out: dict = {}
+def _canonical_batches(conn: Connector, schema: TableSchema, where: RowFilter, as_schema: TableSchema,
+                       json_canonical: bool) -> Iterator[pa.RecordBatch]:
     for batch in conn.read_batches(schema, where, BATCH_ROWS):
-        batch = for_checksum(conform(batch, as_schema), as_schema, json_canonical)
-        if keys:  # per row: the hash of each column, so a report can name the columns that differ
+        yield for_checksum(conform(batch, as_schema), as_schema, json_canonical)
+
+
+def _groups(batch: pa.RecordBatch, keys: list[str]) -> np.ndarray:
+    """Each row's group: a hash of its key (of the whole row without a key), so a row lands in the
+    same group on both sides."""
+    return (row_hashes(batch.select(keys) if keys else batch) % np.uint64(GROUPS)).astype(np.intp)
+
+
+def _group_checksums(batches: Iterable[pa.RecordBatch], keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    counts, sums = np.zeros(GROUPS, np.int64), np.zeros(GROUPS, np.uint64)
+    for batch in batches:
+        groups = _groups(batch, keys)
+        counts += np.bincount(groups, minlength=GROUPS)
+        np.add.at(sums, groups, row_hashes(batch))
+    return counts, sums
+
+
+def _row_hashes_in(batches: Iterable[pa.RecordBatch], keys: list[str], groups: np.ndarray) -> dict:
+    """For the rows of `groups`: key -> the hash of each column (a report names the columns that
+    differ); without a key, row hash -> how many rows have it."""
+    out: dict = {}
+    for batch in batches:
+        batch = batch.filter(pa.array(np.isin(_groups(batch, keys), groups)))
+        if keys:
             per_column = zip(*(column_hashes(a).tolist() for a in batch.columns))
             values = [batch.column(k).to_pylist() for k in keys]
             out.update(zip(values[0] if len(keys) == 1 else zip(*values), per_column))
-        else:  # no key: compare the multiset of row hashes
+        else:
             for h in row_hashes(batch).tolist():
                 out[h] = out.get(h, 0) + 1
     return out
@@ -84,12 +113,28 @@ def _keyed_hashes(conn: Connector, schema: TableSchema, where: RowFilter, as_sch
 
 def differing_keys(source: Connector, source_schema: TableSchema, source_where: RowFilter,
                    dest: Connector, dest_schema: TableSchema, dest_where: RowFilter,
-                   as_schema: TableSchema, json_canonical: bool) -> list:
-    """Keys (or, without a key, row hashes) whose rows differ between the two sides."""
-    a = _keyed_hashes(source, source_schema, source_where, as_schema, json_canonical)
-    b = _keyed_hashes(dest, dest_schema, dest_where, as_schema, json_canonical)
-    keys = sorted((k for k in a.keys() | b.keys() if a.get(k) != b.get(k)), key=lambda k: (str(type(k)), k))
-    return [_explain(k, a.get(k), b.get(k), as_schema) if as_schema.primary_key else k for k in keys]
+                   as_schema: TableSchema, json_canonical: bool) -> tuple[list, int]:
+    """Keys (or, without a key, row hashes) whose rows differ between the two sides, and how many
+    differing groups of rows were not examined.
+
+    Two passes over each side, so memory stays bounded however large the range: first a checksum
+    per group of rows (grouped by key hash), then row by row only in the groups that differ, as
+    many as hold at most MAX_EXAMINED_ROWS rows."""
+    keys = as_schema.primary_key
+    sides = ((source, source_schema, source_where), (dest, dest_schema, dest_where))
+
+    def rows(side):
+        return _canonical_batches(*side, as_schema, json_canonical)
+
+    (count_a, sum_a), (count_b, sum_b) = (_group_checksums(rows(side), keys) for side in sides)
+    differing = np.flatnonzero((count_a != count_b) | (sum_a != sum_b))
+    if not differing.size:
+        return [], 0
+    sizes = np.maximum(count_a, count_b)[differing]
+    examined = differing[:max(1, int(np.searchsorted(np.cumsum(sizes), MAX_EXAMINED_ROWS, side="right")))]
+    a, b = (_row_hashes_in(rows(side), keys, examined) for side in sides)
+    found = sorted((k for k in a.keys() | b.keys() if a.get(k) != b.get(k)), key=lambda k: (str(type(k)), k))
+    return [_explain(k, a.get(k), b.get(k), as_schema) if keys else k for k in found], len(differing) - len(examined)
 
 
 def _explain(key, left, right, schema: TableSchema) -> str:
@@ -113,10 +158,10 @@ def compare_tables(source: Connector, dest: Connector, table: str, dest_table: s
         a = checksum(source, src_schema, RowFilter(chunk), json_canonical)
         b = checksum(dest, dst_schema, RowFilter(chunk), json_canonical)
         if a != b:
-            keys = differing_keys(source, src_schema, RowFilter(chunk), dest, dst_schema, RowFilter(chunk),
-                                  src_schema, json_canonical)
-            shown = ", ".join(map(str, keys[:MAX_REPORTED_KEYS]))
-            problems.append(f"table {table}: chunk {chunk.label()}: source {a}, destination {b}; rows that differ: {shown}")
+            keys, unexamined = differing_keys(source, src_schema, RowFilter(chunk), dest, dst_schema, RowFilter(chunk),
+                                              src_schema, json_canonical)
+            problems.append(f"table {table}: chunk {chunk.label()}: source {a}, destination {b}; "
+                            f"rows that differ: {describe_keys(src_schema.primary_key, keys, unexamined)}")
     return problems
 
 

@@ -1,11 +1,14 @@
 """Verification finds a single changed value among a million rows and names the row and column."""
 from __future__ import annotations
 
+import re
+
 import psycopg
 import pytest
 
 from connectors.base import VerificationFailed
 from flows.migrate_tables import migrate_tables
+from tasks import verify
 from tasks.state import LEDGER
 from tasks.verify import compare_tables
 from tests.helpers import list_tables, open_url
@@ -73,3 +76,35 @@ def test_compare_tables_names_a_composite_key_row(postgres_url, sqlite_url):
     problems = compare_tables(open_url(postgres_url), open_url(sqlite_url), "lines")
 
     assert len(problems) == 1 and "(10, 2) (columns sku)" in problems[0], problems
+
+
+def test_a_widespread_difference_is_named_from_a_bounded_number_of_rows(postgres_url, sqlite_url, monkeypatch):
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute("CREATE TABLE items (id bigint PRIMARY KEY, label text)")
+        c.execute("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 2000) g")
+    migrate_tables(source=postgres_url, destination=sqlite_url, tables=["items"])
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute("UPDATE items SET label = upper(label) WHERE id % 5 = 0")  # 400 rows
+    monkeypatch.setattr(verify, "MAX_EXAMINED_ROWS", 100)  # as if the chunk held millions of rows
+
+    problems = compare_tables(open_url(postgres_url), open_url(sqlite_url), "items")
+
+    assert len(problems) == 1, problems
+    named = [int(k) for k in re.findall(r"(\d+) \(columns label\)", problems[0])]
+    assert len(named) == verify.MAX_REPORTED_KEYS and all(k % 5 == 0 for k in named), problems
+    assert re.search(r"and \d+ more; more rows differ in \d+ group\(s\) of keys not compared row by row", problems[0])
+
+
+def test_a_table_without_a_key_reports_the_rows_that_differ(postgres_url, sqlite_url):
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute("CREATE TABLE events (kind text, n int)")
+        c.execute("INSERT INTO events SELECT 'kind ' || mod(g, 7), g FROM generate_series(1, 3000) g")
+    migrate_tables(source=postgres_url, destination=sqlite_url, tables=["events"])
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute("UPDATE events SET n = -n WHERE n IN (10, 20)")
+
+    problems = compare_tables(open_url(postgres_url), open_url(sqlite_url), "events")
+
+    assert len(problems) == 1, problems
+    hashes = re.search(r"rows that differ: row (.*)$", problems[0]).group(1).split(", ")
+    assert len(hashes) == 4, problems  # two rows changed: each differs on both sides
