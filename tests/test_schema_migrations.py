@@ -126,24 +126,28 @@ def test_failure_in_phase_two_rolls_back_phase_one(replica_pair):
     release = threading.Event()
 
     def hold_lock_once_replica_applied():
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if _one(replica_pair.subscriber, f"SELECT to_regclass('{HISTORY_TABLE}') IS NOT NULL") and \
-                    _one(replica_pair.subscriber, f"SELECT count(*) FROM {HISTORY_TABLE} WHERE migration_name = %s",
-                         [name]):
-                break
-            time.sleep(0.02)
-        with psycopg.connect(replica_pair.publisher) as c:  # a reader that never finishes
-            c.execute("SELECT * FROM users LIMIT 1")
+        # both connections open beforehand: the lock must be taken within the probes that run
+        # between the replica's apply and the master's (a loaded CI machine once missed that window)
+        with psycopg.connect(replica_pair.subscriber, autocommit=True) as watch, \
+                psycopg.connect(replica_pair.publisher) as holder:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if watch.execute(f"SELECT to_regclass('{HISTORY_TABLE}') IS NOT NULL").fetchone()[0] and \
+                        watch.execute(f"SELECT count(*) FROM {HISTORY_TABLE} WHERE migration_name = %s",
+                                      [name]).fetchone()[0]:
+                    break
+                time.sleep(0.005)
+            holder.execute("SELECT * FROM users LIMIT 1")  # a reader that never finishes
             release.wait(60)
-            c.rollback()
+            holder.rollback()
 
     holder = threading.Thread(target=hold_lock_once_replica_applied, daemon=True)
     holder.start()
     try:
         state, report = _run(migration_name=name, script="ALTER TABLE users ADD COLUMN score int;",
                              rollback_script="ALTER TABLE users DROP COLUMN IF EXISTS score;",
-                             phases=_phases(replica_pair), lock_timeout_seconds=0.5, lock_retries=1)
+                             phases=_phases(replica_pair), lock_timeout_seconds=0.5, lock_retries=1,
+                             probe_iterations=40)
     finally:
         release.set()
         holder.join()
