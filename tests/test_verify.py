@@ -65,29 +65,35 @@ def test_compare_tables_names_the_changed_row(million_rows, clickhouse_url):
     assert "424242 (columns region)" in problems[0]
 
 
-def test_compare_tables_names_a_composite_key_row(postgres_url, sqlite_url):
-    with psycopg.connect(postgres_url, autocommit=True) as c:
-        c.execute("CREATE TABLE lines (order_id bigint, line_no int, sku text, PRIMARY KEY (order_id, line_no))")
-        c.execute("INSERT INTO lines SELECT o, l, 'sku' FROM generate_series(1, 50) o, generate_series(1, 3) l")
-    migrate_tables(source=postgres_url, destination=sqlite_url, tables=["lines"])
-    with psycopg.connect(postgres_url, autocommit=True) as c:
-        c.execute("UPDATE lines SET sku = 'other' WHERE order_id = 10 AND line_no = 2")
+def _copied_then_changed(source: str, dest: str, table: str, create: str, fill: str, change: str) -> list[str]:
+    """Create and fill `table` on PostgreSQL `source`, migrate it to `dest`, run `change` on the
+    source, and return what compare_tables finds."""
+    with psycopg.connect(source, autocommit=True) as c:
+        c.execute(create)
+        c.execute(fill)
+    migrate_tables(source=source, destination=dest, tables=[table])
+    with psycopg.connect(source, autocommit=True) as c:
+        c.execute(change)
+    return compare_tables(open_url(source), open_url(dest), table)
 
-    problems = compare_tables(open_url(postgres_url), open_url(sqlite_url), "lines")
+
+def test_compare_tables_names_a_composite_key_row(postgres_url, sqlite_url):
+    problems = _copied_then_changed(
+        postgres_url, sqlite_url, "lines",
+        "CREATE TABLE lines (order_id bigint, line_no int, sku text, PRIMARY KEY (order_id, line_no))",
+        "INSERT INTO lines SELECT o, l, 'sku' FROM generate_series(1, 50) o, generate_series(1, 3) l",
+        "UPDATE lines SET sku = 'other' WHERE order_id = 10 AND line_no = 2")
 
     assert len(problems) == 1 and "(10, 2) (columns sku)" in problems[0], problems
 
 
 def test_a_widespread_difference_is_named_from_a_bounded_number_of_rows(postgres_url, sqlite_url, monkeypatch):
-    with psycopg.connect(postgres_url, autocommit=True) as c:
-        c.execute("CREATE TABLE items (id bigint PRIMARY KEY, label text)")
-        c.execute("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 2000) g")
-    migrate_tables(source=postgres_url, destination=sqlite_url, tables=["items"])
-    with psycopg.connect(postgres_url, autocommit=True) as c:
-        c.execute("UPDATE items SET label = upper(label) WHERE id % 5 = 0")  # 400 rows
     monkeypatch.setattr(verify, "MAX_EXAMINED_ROWS", 100)  # as if the chunk held millions of rows
 
-    problems = compare_tables(open_url(postgres_url), open_url(sqlite_url), "items")
+    problems = _copied_then_changed(
+        postgres_url, sqlite_url, "items", "CREATE TABLE items (id bigint PRIMARY KEY, label text)",
+        "INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 2000) g",
+        "UPDATE items SET label = upper(label) WHERE id % 5 = 0")  # 400 rows
 
     assert len(problems) == 1, problems
     named = [int(k) for k in re.findall(r"(\d+) \(columns label\)", problems[0])]
@@ -96,14 +102,10 @@ def test_a_widespread_difference_is_named_from_a_bounded_number_of_rows(postgres
 
 
 def test_a_table_without_a_key_reports_the_rows_that_differ(postgres_url, sqlite_url):
-    with psycopg.connect(postgres_url, autocommit=True) as c:
-        c.execute("CREATE TABLE events (kind text, n int)")
-        c.execute("INSERT INTO events SELECT 'kind ' || mod(g, 7), g FROM generate_series(1, 3000) g")
-    migrate_tables(source=postgres_url, destination=sqlite_url, tables=["events"])
-    with psycopg.connect(postgres_url, autocommit=True) as c:
-        c.execute("UPDATE events SET n = -n WHERE n IN (10, 20)")
-
-    problems = compare_tables(open_url(postgres_url), open_url(sqlite_url), "events")
+    problems = _copied_then_changed(
+        postgres_url, sqlite_url, "events", "CREATE TABLE events (kind text, n int)",
+        "INSERT INTO events SELECT 'kind ' || mod(g, 7), g FROM generate_series(1, 3000) g",
+        "UPDATE events SET n = -n WHERE n IN (10, 20)")
 
     assert len(problems) == 1, problems
     hashes = re.search(r"rows that differ: row (.*)$", problems[0]).group(1).split(", ")
