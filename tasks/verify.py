@@ -25,9 +25,8 @@ def checksum(conn: Connector, schema: TableSchema, where: RowFilter, json_canoni
     """Count and checksum of the rows `where` selects; with `as_schema`, of those rows converted to
     it first (the lossy casts copy applied)."""
     total = Checksum()
-    for batch in conn.read_batches(schema, where, BATCH_ROWS):
-        batch = conform(batch, as_schema) if as_schema else batch
-        total.add(for_checksum(batch, as_schema or schema, json_canonical))
+    for batch in _canonical_batches(conn, schema, where, json_canonical, as_schema):
+        total.add(batch)
     return total
 
 
@@ -74,10 +73,12 @@ def describe_keys(pk: list[str], keys: list, unexamined: int = 0) -> str:
     return f"{key} {shown}{more}"
 
 
-def _canonical_batches(conn: Connector, schema: TableSchema, where: RowFilter, as_schema: TableSchema,
-                       json_canonical: bool) -> Iterator[pa.RecordBatch]:
+def _canonical_batches(conn: Connector, schema: TableSchema, where: RowFilter, json_canonical: bool,
+                       as_schema: TableSchema | None = None) -> Iterator[pa.RecordBatch]:
+    """The rows `where` selects, as hashed; with `as_schema`, converted to it first."""
     for batch in conn.read_batches(schema, where, BATCH_ROWS):
-        yield for_checksum(conform(batch, as_schema), as_schema, json_canonical)
+        batch = conform(batch, as_schema) if as_schema else batch
+        yield for_checksum(batch, as_schema or schema, json_canonical)
 
 
 def _groups(batch: pa.RecordBatch, keys: list[str]) -> np.ndarray:
@@ -124,7 +125,7 @@ def differing_keys(source: Connector, source_schema: TableSchema, source_where: 
     sides = ((source, source_schema, source_where), (dest, dest_schema, dest_where))
 
     def rows(side):
-        return _canonical_batches(*side, as_schema, json_canonical)
+        return _canonical_batches(*side, json_canonical, as_schema)
 
     (count_a, sum_a), (count_b, sum_b) = (_group_checksums(rows(side), keys) for side in sides)
     differing = np.flatnonzero((count_a != count_b) | (sum_a != sum_b))

@@ -5,7 +5,6 @@ The documented "Basic API Usage" loop runs as written, adapted only in host, cre
 from __future__ import annotations
 
 import contextlib
-
 import datetime as dt
 import json
 import threading
