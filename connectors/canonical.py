@@ -121,7 +121,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(33))
 
 
-def _numeric_bits(arr: pa.Array) -> np.ndarray:
+def numeric_bits(arr: pa.Array) -> np.ndarray:
     """The 64-bit pattern of each fixed-width value, read from the value buffer (null slots hold
     whatever is there: the null mask is applied apart, and filling them would take a Python scalar,
     whose conversion imports pandas, 50 MB)."""
@@ -190,7 +190,7 @@ def _bytes_hashes(arr: pa.Array) -> np.ndarray:
 def column_hashes(arr: pa.Array) -> np.ndarray:
     t = arr.type
     if pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_temporal(t) or pa.types.is_floating(t):
-        h = _mix(_numeric_bits(arr))
+        h = _mix(numeric_bits(arr))
     elif pa.types.is_decimal(t):
         h = _decimal_hashes(arr)
     elif pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t):
@@ -198,11 +198,11 @@ def column_hashes(arr: pa.Array) -> np.ndarray:
     else:
         raise MigrationError(f"no checksum for Arrow type {t}")
     if arr.null_count:
-        h = np.where(_null_mask(arr), _NULL_HASH, h)
+        h = np.where(null_mask(arr), _NULL_HASH, h)
     return h
 
 
-def _null_mask(arr: pa.Array) -> np.ndarray:
+def null_mask(arr: pa.Array) -> np.ndarray:
     """True where `arr` is null, from its validity bitmap (Arrow's own to_numpy imports pandas)."""
     bits = np.unpackbits(np.frombuffer(arr.buffers()[0], np.uint8), bitorder="little")
     return bits[arr.offset:arr.offset + len(arr)] == 0
@@ -226,8 +226,12 @@ class Checksum:
         self.rows, self.total = rows, total & _MASK64
 
     def add(self, batch: pa.RecordBatch) -> None:
-        if batch.num_rows:
-            self.merge(Checksum(batch.num_rows, int(row_hashes(batch).sum(dtype=np.uint64))))
+        self.add_hashes(row_hashes(batch))
+
+    def add_hashes(self, hashes: np.ndarray) -> None:
+        """Add rows by their hashes (an engine's own row hash: see Connector.hashes_in_place)."""
+        if len(hashes):
+            self.merge(Checksum(len(hashes), int(hashes.sum(dtype=np.uint64))))
 
     def merge(self, other: "Checksum") -> None:
         """Add `other`'s rows: the checksum of both sets of rows together."""

@@ -8,6 +8,7 @@ import re
 from typing import Iterable, Iterator, Sequence
 
 import adbc_driver_manager as adbc_errors
+import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,7 +19,7 @@ from connectors.base import (
     Column, ConnectionFailed, DdlFailed, DdlLock, LossyConversion, MigrationError, RowFilter, TableNotFound, TableSchema,
     TransientError, UnsupportedType,
 )
-from connectors import postgres_stream
+from connectors import postgres_hash, postgres_stream
 from connectors.canonical import Checksum, conform
 from connectors.endpoint import Endpoint
 from connectors.postgres_adbc import AdbcPostgres
@@ -237,7 +238,22 @@ class PostgresConnector(SqlConnector):
     def server_checksum(self, schema: TableSchema, where: RowFilter) -> Checksum:
         """Count and sum of PostgreSQL's 64-bit hash of each row, computed where the rows are. Only
         comparable with the same sum over a table of identical column types (see can_stream_from)."""
-        sql = self._checksum_sql(schema, where)
+        return self._sum_of_hashes(self._checksum_sql(schema, where))
+
+    def hashes_in_place(self, schema: TableSchema) -> bool:
+        """Whether in_place_checksum covers every column of `schema` (connectors/postgres_hash.py)."""
+        return postgres_hash.supports(schema)
+
+    def in_place_row_hashes(self, batch: pa.RecordBatch, schema: TableSchema) -> np.ndarray:
+        """Each row's hash as in_place_checksum computes it here, over Arrow (for the rows a copy sends)."""
+        return postgres_hash.row_hashes(batch, schema)
+
+    def in_place_checksum(self, schema: TableSchema, where: RowFilter) -> Checksum:
+        """Count and sum of in_place_row_hashes over the rows `where` selects, computed in SQL."""
+        return self._sum_of_hashes(self._select_sql(
+            schema.name, f"count(*), sum({postgres_hash.checksum_sql(schema, self.q)})", where))
+
+    def _sum_of_hashes(self, sql: str) -> Checksum:
         with self.errors("query"), self.conn.transaction():
             self.conn.execute(postgres_stream.HASH_IN_ONE_PROCESS)
             return _count_and_sum(self.conn.execute(sql).fetchone())

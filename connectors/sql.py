@@ -24,6 +24,10 @@ class SqlConnector:
     def transaction(self, statements: Sequence[str]) -> None:
         raise NotImplementedError
 
+    def hashes_in_place(self, schema: TableSchema) -> bool:
+        """Whether verify can hash staged rows in the engine (in_place_checksum) instead of reading them back."""
+        return False
+
     # --- shared -------------------------------------------------------------------
     def q(self, name: str) -> str:
         c = self.quote_char

@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from connectors.base import KeyRange
-from connectors.canonical import Checksum, conform
+from connectors.canonical import Checksum, conform, row_hashes
 from tasks.connections import using
 from tasks.plan import TablePlan
 from tasks.retry import RETRY_POLICY
@@ -48,13 +48,14 @@ def copy_chunk(source_ref: str, dest_ref: str, plan: TablePlan, chunk: KeyRange,
                                                     checksum=checksum_rows)
             return ChunkResult(plan.table, chunk, rows, nbytes, time.perf_counter() - started, hashed or Checksum(rows))
         checksum, nbytes = Checksum(), 0
+        hashed = (lambda b: dest.in_place_row_hashes(b, plan.dest_schema)) if plan.hashed_in_place else row_hashes
 
         def extracted(read):  # runs in the extract thread: conversion and hashing overlap the load
             nonlocal nbytes
             for batch in read:
                 batch = conform(batch, plan.dest_schema) if plan.casts else batch
                 if checksum_rows:
-                    checksum.add(batch)
+                    checksum.add_hashes(hashed(batch))
                 else:
                     checksum.rows += batch.num_rows
                 nbytes += batch.nbytes

@@ -38,6 +38,9 @@ class TablePlan:
     # PostgreSQL to PostgreSQL with identical column types: rows move as undecoded binary COPY and
     # are verified by a server-side hash (decided once staging exists, see create_staging)
     raw_stream: bool = False
+    # the destination hashes staged rows where they are (Connector.hashes_in_place) and the copy
+    # hashes what it extracted the same way, so verify reads nothing back
+    hashed_in_place: bool = False
 
     def row_filter(self, chunk: KeyRange) -> RowFilter:
         return RowFilter(chunk, self.watermark, self.watermark_after, self.watermark_upto)

@@ -49,6 +49,7 @@ def plan_table(source_ref: str, dest_ref: str, table: str, target: str, run_id: 
             dest_schema=dest_schema, backup=work_table_name(target, "backup", run_id), mode=mode,
             target_existed=existed, casts=applied, watermark=watermark)
         plan.dest_schema = plan.dest_schema.renamed(plan.staging)
+        plan.hashed_in_place = dest.hashes_in_place(plan.dest_schema)
         if watermark:
             _check_watermark(schema, watermark, table)
             plan.watermark_upto = source.max_value(table, watermark)

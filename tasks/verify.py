@@ -34,29 +34,35 @@ def checksum(conn: Connector, schema: TableSchema, where: RowFilter, json_canoni
 def verify_chunk(source_ref: str, dest_ref: str, plan: TablePlan, copied: ChunkResult, json_canonical: bool) -> Checksum:
     """The staging rows of one chunk against what was extracted from the source for it.
 
-    JSON is compared as text first. When the destination prints some documents differently from
-    the source (`json_canonical`: key order, spacing, number format), both sides are read again and
-    compared with every document in canonical form, which costs a JSON parse per value.
+    The first comparison is the cheapest the pair allows: hashes the destination computes where the
+    rows are (plan.raw_stream, plan.hashed_in_place), else the staged rows read back and hashed
+    here, JSON compared as text. When that differs, both sides are read again and hashed here, with
+    every JSON document in canonical form if the destination prints some differently from the
+    source (`json_canonical`: key order, spacing, number format; a JSON parse per value); only a
+    difference that remains is a mismatch, narrowed to the rows.
     """
     staged = plan.dest_schema.renamed(plan.staging)
+    where = RowFilter(copied.chunk)
     with using(dest_ref) as (dest,):
         if plan.raw_stream:
-            landed = dest.server_checksum(staged, RowFilter(copied.chunk))
-            json_canonical = False  # identical types: any difference is a real one
+            landed = dest.server_checksum(staged, where)
+        elif plan.hashed_in_place:
+            landed = dest.in_place_checksum(staged, where)
         else:
-            landed = checksum(dest, staged, RowFilter(copied.chunk), False)
+            landed = checksum(dest, staged, where, False)
     extracted = copied.checksum
     if landed == extracted:
         return landed
+    json_canonical = json_canonical and not plan.raw_stream and any(c.type == "json" for c in staged.columns)
     with using(source_ref, dest_ref) as (source, dest):
-        if json_canonical and any(c.type == "json" for c in plan.dest_schema.columns):
-            extracted = checksum(source, plan.source_schema, plan.row_filter(copied.chunk), True,
+        if json_canonical or plan.hashed_in_place:
+            extracted = checksum(source, plan.source_schema, plan.row_filter(copied.chunk), json_canonical,
                                  plan.dest_schema if plan.casts else None)
-            landed = checksum(dest, staged, RowFilter(copied.chunk), True)
+            landed = checksum(dest, staged, where, json_canonical)
             if landed == extracted:
                 return landed
         keys, unexamined = differing_keys(source, plan.source_schema, plan.row_filter(copied.chunk),
-                                          dest, staged, RowFilter(copied.chunk), plan.dest_schema, json_canonical)
+                                          dest, staged, where, plan.dest_schema, json_canonical)
     raise VerificationFailed(
         f"table {plan.table}: chunk {copied.chunk.label()} differs: source {extracted}, "
         f"destination {landed}; rows that differ: {describe_keys(plan.source_schema.primary_key, keys, unexamined)}")

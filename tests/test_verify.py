@@ -52,6 +52,26 @@ def test_flow_verify_catches_one_changed_value_in_a_million_rows(million_rows, p
     assert [t for t in list_tables(destination) if t != LEDGER] == []  # nothing published, staging dropped
 
 
+def test_verify_in_place_catches_one_changed_value_in_a_million_rows(mysql_db, postgres_db):
+    """MySQL to PostgreSQL: the destination hashes the staged rows in SQL (tasks/plan.py: hashed_in_place)."""
+    source, destination = mysql_db(), postgres_db()
+    mysql = open_url(source)
+    mysql.execute("CREATE TABLE digits (n int)")
+    mysql.execute("INSERT INTO digits VALUES " + ", ".join(f"({n})" for n in range(1000)))
+    mysql.execute("CREATE TABLE sales (id bigint PRIMARY KEY, region text, amount decimal(12,2), at timestamp(6))")
+    mysql.execute("INSERT INTO sales SELECT a.n * 1000 + b.n + 1, CONCAT('region ', b.n % 50), "
+                  "(a.n * 1000 + b.n) % 100000 / 100, TIMESTAMP '2024-01-01 00:00:00' + INTERVAL a.n * 1000 + b.n SECOND "
+                  "FROM digits a CROSS JOIN digits b")
+    mysql.close()
+    with psycopg.connect(destination, autocommit=True) as c:
+        c.execute(CORRUPTOR)
+
+    with pytest.raises(VerificationFailed, match=r"table sales: chunk id >= \d+ differs: .*id 777777 \(columns amount\)"):
+        migrate_tables(source=source, destination=destination, tables=["sales"])
+
+    assert [t for t in list_tables(destination) if t != LEDGER] == []
+
+
 def test_compare_tables_names_the_changed_row(million_rows, clickhouse_url):
     migrate_tables(source=million_rows, destination=clickhouse_url, tables=["sales"])
     source, dest = open_url(million_rows), open_url(clickhouse_url)

@@ -1,0 +1,240 @@
+"""PostgreSQL's own hash functions, computed over Arrow arrays.
+
+A PostgreSQL destination verifies a chunk by hashing the rows where they are, in SQL
+(`checksum_sql`), instead of sending them back to us; `row_hashes` computes the same numbers
+over the batches the copy extracted. Both sides hash each value with the function PostgreSQL
+uses for its type (Bob Jenkins' lookup3, `hash_bytes_extended` and `hash_uint32_extended` in
+src/common/hashfn.c), seeded with the column's position, and XOR a row's values together.
+
+Text-like values are hashed as PostgreSQL prints them (`numeric` and `jsonb` through `::text`),
+so a `jsonb` document that PostgreSQL re-serialised differs here; verify then falls back to
+comparing canonical forms, as it does for every other destination. Floats hash as PostgreSQL
+hashes them (NaNs alike, zero as the seed) plus a bit for a negative zero, which its own hash
+does not tell from zero.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.base import Column, TableSchema
+from connectors.canonical import conform_array, null_mask, numeric_bits
+
+_U32 = np.uint32
+_GOLDEN = 0x9E3779B9 + 3923095  # lookup3's initial state, before the length is added
+_EPOCH_2000_DAYS = 10957  # PostgreSQL counts dates and timestamps from 2000-01-01
+_EPOCH_2000_US = _EPOCH_2000_DAYS * 86_400_000_000
+_NAN_BITS = np.uint64(0x7FF8000000000000)  # the one NaN PostgreSQL hashes (get_float8_nan)
+_ARRAY_OF_ONE = np.uint64(31)  # hash_array_extended of a one-element array: 31 + the element's hash
+
+_INT4 = {"bool", "int8", "int16", "int32", "uint8", "uint16"}
+_INT8 = {"int64", "uint32"}
+_FLOAT = {"float32", "float64"}
+_AS_TEXT = {"string", "char", "uuid", "json", "decimal", "uint64"}
+_SUPPORTED = _INT4 | _INT8 | _FLOAT | _AS_TEXT | {"date", "timestamp", "timestamptz", "binary"}
+
+
+def supports(schema: TableSchema) -> bool:
+    """Whether every column has a hash here."""
+    return all(c.type in _SUPPORTED for c in schema.columns)
+
+
+def checksum_sql(schema: TableSchema, quote: Callable[[str], str]) -> str:
+    """The SQL expression of one row's hash (a signed bigint), equal to `row_hashes` of that row."""
+    terms = [f"coalesce({_sql_hash(quote(c.name), c, i + 1)}, {_null_hash(i + 1)})" for i, c in enumerate(schema.columns)]
+    return " # ".join(terms)
+
+
+def _sql_hash(name: str, col: Column, seed: int) -> str:
+    if col.type in _INT4:
+        return f"hashint4extended({name}::int4, {seed})"
+    if col.type in _INT8:
+        return f"hashint8extended({name}::int8, {seed})"
+    if col.type == "date":
+        return f"hashint4extended({name} - date '2000-01-01', {seed})"
+    if col.type == "timestamp":
+        return f"timestamp_hash_extended({name}, {seed})"
+    if col.type == "timestamptz":
+        return f"timestamp_hash_extended({name} AT TIME ZONE 'UTC', {seed})"
+    if col.type in _FLOAT:
+        negative_zero = f"({name} = 0 AND float8send({name}::float8) <> float8send(0))::int4"
+        return f"hashfloat8extended({name}::float8, {seed}) # {negative_zero}"
+    if col.type == "binary":  # bytea's hash function takes no SQL argument; an array of one calls it
+        return f"CASE WHEN {name} IS NOT NULL THEN hash_array_extended(ARRAY[{name}], {seed}) END"
+    if col.type == "decimal" and col.precision is not None:  # as many decimals as the Arrow type prints
+        name = f"{name}::numeric({col.precision}, {col.scale or 0})"
+    return f'hashtextextended({name}::text COLLATE "C", {seed})'
+
+
+def _null_hash(seed: int) -> int:
+    return -seed  # any constant per column; a NULL moved to another column changes the row's hash
+
+
+def row_hashes(batch: pa.RecordBatch, schema: TableSchema) -> np.ndarray:
+    """One uint64 per row: the bits of `checksum_sql` for that row."""
+    acc = np.zeros(batch.num_rows, np.uint64)
+    for i, (col, arr) in enumerate(zip(schema.columns, batch.columns)):
+        arr = conform_array(arr, col)  # the copy may hash the source's types: hash the destination's
+        h = _column_hashes(arr, col, i + 1)
+        if arr.null_count:
+            h[null_mask(arr)] = np.int64(_null_hash(i + 1)).view(np.uint64)
+        acc ^= h
+    return acc
+
+
+def _column_hashes(arr: pa.Array, col: Column, seed: int) -> np.ndarray:
+    if col.type in _INT4 or col.type == "date":
+        return _hash_uint32(_integers(arr, col).astype(np.int32).view(_U32), seed)
+    if col.type in _INT8 or col.type in ("timestamp", "timestamptz"):
+        values = _integers(arr, col)  # hashint8extended folds the high half into the low one
+        lo, hi = values.astype(_U32), (values >> 32).astype(_U32)
+        return _hash_uint32(lo ^ np.where(values >= 0, hi, ~hi), seed)
+    if col.type in _FLOAT:
+        return _float_hashes(numeric_bits(arr).view(np.float64), seed)
+    if col.type == "binary":
+        with np.errstate(over="ignore"):
+            return _hash_bytes(arr, seed) + _ARRAY_OF_ONE
+    if col.type in ("decimal", "uint64") and not pa.types.is_string(arr.type):
+        arr = _as_text(arr)
+    return _hash_bytes(arr, seed)
+
+
+def _as_text(arr: pa.Array) -> pa.Array:
+    """Numbers as PostgreSQL prints them. Arrow prints decimals under 1e-6 with an exponent
+    (-1E-10, 0E-10); those few are written out in Python."""
+    text = arr.cast(pa.string())
+    if not pa.types.is_decimal(arr.type):
+        return text
+    exponent = pc.match_substring(text, "E").fill_null(False)
+    if not pc.any(exponent).as_py():
+        return text
+    plain = pa.array([format(v, "f") for v in arr.take(pc.indices_nonzero(exponent)).to_pylist()], pa.string())
+    return pc.replace_with_mask(text, exponent, plain)
+
+
+def _integers(arr: pa.Array, col: Column) -> np.ndarray:
+    """The integer PostgreSQL hashes for each value: dates and timestamps count from 2000-01-01."""
+    values = numeric_bits(arr).view(np.int64)
+    if col.type == "date":
+        return values - _EPOCH_2000_DAYS
+    if col.type in ("timestamp", "timestamptz"):
+        return values - _EPOCH_2000_US
+    return values
+
+
+def _float_hashes(values: np.ndarray, seed: int) -> np.ndarray:
+    """hashfloat8extended of each value, XOR 1 for a negative zero."""
+    bits = np.where(np.isnan(values), _NAN_BITS, values.view(np.uint64))
+    h = _hash_8_bytes(bits, seed)
+    zero = values == 0
+    h[zero] = np.uint64(seed) ^ np.signbit(values[zero]).astype(np.uint64)
+    return h
+
+
+# --- lookup3, on whole arrays (uint32 arithmetic wraps, as in C) -----------------------
+
+def _rot(x: np.ndarray, k: int) -> np.ndarray:
+    return (x << _U32(k)) | (x >> _U32(32 - k))
+
+
+def _mix(a, b, c):
+    a -= c; a ^= _rot(c, 4); c += b  # noqa: E702 (lookup3's own layout, step for step)
+    b -= a; b ^= _rot(a, 6); a += c  # noqa: E702
+    c -= b; c ^= _rot(b, 8); b += a  # noqa: E702
+    a -= c; a ^= _rot(c, 16); c += b  # noqa: E702
+    b -= a; b ^= _rot(a, 19); a += c  # noqa: E702
+    c -= b; c ^= _rot(b, 4); b += a  # noqa: E702
+    return a, b, c
+
+
+def _final(a, b, c):
+    c ^= b; c -= _rot(b, 14)  # noqa: E702
+    a ^= c; a -= _rot(c, 11)  # noqa: E702
+    b ^= a; b -= _rot(a, 25)  # noqa: E702
+    c ^= b; c -= _rot(b, 16)  # noqa: E702
+    a ^= c; a -= _rot(c, 4)  # noqa: E702
+    b ^= a; b -= _rot(a, 14)  # noqa: E702
+    c ^= b; c -= _rot(b, 24)  # noqa: E702
+    return a, b, c
+
+
+def _start(lengths: np.ndarray, seed: int):
+    a = (lengths.astype(np.uint64) + _U32(_GOLDEN)).astype(_U32)
+    b, c = a.copy(), a.copy()
+    if seed:
+        a += _U32((seed >> 32) & 0xFFFFFFFF)
+        b += _U32(seed & 0xFFFFFFFF)
+        a, b, c = _mix(a, b, c)
+    return a, b, c
+
+
+def _result(b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    return (b.astype(np.uint64) << np.uint64(32)) | c.astype(np.uint64)
+
+
+def _hash_uint32(k: np.ndarray, seed: int) -> np.ndarray:
+    """`hash_uint32_extended(k, seed)` for every k."""
+    with np.errstate(over="ignore"):
+        a, b, c = _start(np.full(len(k), 4, np.int64), seed)
+        _, b, c = _final(a + k, b, c)
+    return _result(b, c)
+
+
+def _hash_8_bytes(k: np.ndarray, seed: int) -> np.ndarray:
+    """`hash_bytes_extended` of each uint64's 8 little-endian bytes."""
+    with np.errstate(over="ignore"):
+        a, b, c = _start(np.full(len(k), 8, np.int64), seed)
+        _, b, c = _final(a + k.astype(_U32), b + (k >> np.uint64(32)).astype(_U32), c)
+    return _result(b, c)
+
+
+def _hash_bytes(arr: pa.Array, seed: int) -> np.ndarray:
+    """`hash_bytes_extended(value, seed)` of each value's bytes (UTF-8 for text)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type):
+        offsets = np.frombuffer(arr.buffers()[1], np.int64, len(arr) + 1, offset=arr.offset * 8)
+    else:
+        offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, offset=arr.offset * 4).astype(np.int64)
+    base, total = int(offsets[0]), int(offsets[-1] - offsets[0])
+    data = np.zeros(total + 12, np.uint8)  # spare bytes: a row's last block reads past its end
+    if total:
+        data[:total] = np.frombuffer(arr.buffers()[2], np.uint8, total, offset=base)
+    starts, lengths = offsets[:-1] - base, np.diff(offsets)
+    with np.errstate(over="ignore"):
+        a, b, c = _start(lengths, seed)
+        blocks = lengths // 12
+        for block in range(int(blocks.max(initial=0))):  # whole 12-byte blocks, while a row has one
+            live = blocks > block
+            at = starts + 12 * block
+            if live.all():
+                wa, wb, wc = _words(data, at)
+                a, b, c = _mix(a + wa, b + wb, c + wc)
+            else:
+                rows = np.flatnonzero(live)
+                wa, wb, wc = _words(data, at[rows])
+                a[rows], b[rows], c[rows] = _mix(a[rows] + wa, b[rows] + wb, c[rows] + wc)
+        tail = lengths % 12
+        wa, wb, wc = _words(data, starts + lengths - tail)
+        keep = np.minimum(tail, 11) * 8  # bits of the tail that belong to the value
+        a += _masked(wa, keep)
+        b += _masked(wb, keep - 32)
+        c += _masked(wc, keep - 64) << _U32(8)  # lookup3 keeps c's lowest byte for the length
+        _, b, c = _final(a, b, c)
+    return _result(b, c)
+
+
+def _words(data: np.ndarray, at: np.ndarray):
+    """The three little-endian uint32 words of the 12 bytes starting at each position."""
+    view = np.ndarray((len(data) - 3,), "<u4", data, strides=(1,))
+    return view[at], view[at + 4], view[at + 8]
+
+
+_LOW_BITS = np.array([(1 << n) - 1 for n in range(33)], _U32)  # index n: a mask of the n lowest bits
+
+
+def _masked(word: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    return word & _LOW_BITS[np.clip(bits, 0, 32)]
