@@ -260,9 +260,8 @@ class PostgresConnector(SqlConnector):
 
     def _checksum_sql(self, schema: TableSchema, where: RowFilter) -> str:
         types = self.column_types(schema.name)
-        # json has no hash function; its text is what json keeps anyway
-        fields = ", ".join(self.q(c) + ("::text" if types[c][0] == "json" else "") for c in schema.column_names)
-        return self._select_sql(schema.name, f"count(*), sum(hash_record_extended(ROW({fields}), 0))", where)
+        row_hash = postgres_hash.same_types_checksum_sql({c: types[c][0] for c in schema.column_names}, self.q)
+        return self._select_sql(schema.name, f"count(*), sum({row_hash})", where)
 
     def check_values(self, schema: TableSchema, batch: pa.RecordBatch) -> None:
         for col in schema.columns:

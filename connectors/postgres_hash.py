@@ -69,6 +69,29 @@ def _sql_hash(name: str, col: Column, seed: int) -> str:
     return f'hashtextextended({name}::text COLLATE "C", {seed})'
 
 
+# PostgreSQL type -> its own hash function, for two tables of identical column types (no Arrow side)
+_NATIVE = {
+    "int2": "hashint2extended({}, {})", "int4": "hashint4extended({}, {})", "int8": "hashint8extended({}, {})",
+    "numeric": "hash_numeric_extended({}, {})", "jsonb": "jsonb_hash_extended({}, {})",
+    "uuid": "uuid_hash_extended({}, {})", "timestamp": "timestamp_hash_extended({}, {})",
+    "timestamptz": "timestamp_hash_extended({} AT TIME ZONE 'UTC', {})", "bool": "hashint4extended({}::int4, {})",
+    "float4": "hashfloat4extended({}, {})", "float8": "hashfloat8extended({}, {})",
+    "text": 'hashtextextended({} COLLATE "C", {})', "varchar": 'hashtextextended({}::text COLLATE "C", {})',
+    "bpchar": 'hashbpcharextended({} COLLATE "C", {})', "json": 'hashtextextended({}::text COLLATE "C", {})',
+}
+
+
+def same_types_checksum_sql(columns: dict[str, str], quote: Callable[[str], str]) -> str:
+    """One row's hash for tables whose columns (name -> PostgreSQL type name) are identical on both
+    sides: each value by its type's own hash function, about a third cheaper than hash_record_extended
+    over the row. Other types go through hash_record_extended of a one-column row."""
+    terms = []
+    for seed, (name, pg_type) in enumerate(columns.items(), start=1):
+        native = _NATIVE.get(pg_type, "hash_record_extended(ROW({}), {})")
+        terms.append(f"coalesce({native.format(quote(name), seed)}, {_null_hash(seed)})")
+    return " # ".join(terms)
+
+
 def _null_hash(seed: int) -> int:
     return -seed  # any constant per column; a NULL moved to another column changes the row's hash
 
@@ -108,8 +131,8 @@ def _as_text(arr: pa.Array) -> pa.Array:
     text = arr.cast(pa.string())
     if not pa.types.is_decimal(arr.type):
         return text
-    exponent = pc.match_substring(text, "E").fill_null(False)
-    if not pc.any(exponent).as_py():
+    exponent = pc.match_substring(text, "E")  # null where the value is (no fill_null: its scalar imports pandas)
+    if not exponent.true_count:
         return text
     plain = pa.array([format(v, "f") for v in arr.take(pc.indices_nonzero(exponent)).to_pylist()], pa.string())
     return pc.replace_with_mask(text, exponent, plain)
