@@ -111,7 +111,7 @@ _LENGTH_SEED = np.uint64(0x87C37B91114253D5)
 _WORD_PRIME = np.uint64(0x100000001B3)  # odd: a change in any one word always changes the sum
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
+def fmix64(x: np.ndarray) -> np.ndarray:
     """MurmurHash3's 64-bit finaliser, on a whole array: every input bit reaches every output bit."""
     with np.errstate(over="ignore"):
         x = x ^ (x >> np.uint64(33))
@@ -149,7 +149,7 @@ def _decimal_hashes(arr: pa.Array) -> np.ndarray:
     with np.errstate(over="ignore"):
         for i in range(words):
             h = h * _WORD_PRIME + values[:, i]
-    return _mix(h)
+    return fmix64(h)
 
 
 def _bytes_hashes(arr: pa.Array) -> np.ndarray:
@@ -184,13 +184,13 @@ def _bytes_hashes(arr: pa.Array) -> np.ndarray:
                 word[short] &= (np.uint64(1) << (8 * remaining[short]).astype(np.uint64)) - np.uint64(1)
             h[rows] = h[rows] * _WORD_PRIME + word
             k += 1
-    return _mix(h)
+    return fmix64(h)
 
 
 def column_hashes(arr: pa.Array) -> np.ndarray:
     t = arr.type
     if pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_temporal(t) or pa.types.is_floating(t):
-        h = _mix(numeric_bits(arr))
+        h = fmix64(numeric_bits(arr))
     elif pa.types.is_decimal(t):
         h = _decimal_hashes(arr)
     elif pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t):
@@ -214,7 +214,7 @@ def row_hashes(batch: pa.RecordBatch) -> np.ndarray:
     with np.errstate(over="ignore"):
         for i, arr in enumerate(batch.columns):
             acc = (acc * np.uint64(1099511628211) + np.uint64(i + 1)) ^ column_hashes(arr)
-    return _mix(acc)
+    return fmix64(acc)
 
 
 class Checksum:

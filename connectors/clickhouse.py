@@ -6,6 +6,7 @@ import re
 import threading
 from typing import Iterator, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -13,7 +14,8 @@ from connectors.base import (
     Column, ConnectionFailed, DdlFailed, DdlLock, LossyConversion, MigrationError, RowFilter, TableNotFound, TableSchema,
     TransientError, UnsupportedType,
 )
-from connectors.canonical import conform
+from connectors import clickhouse_hash
+from connectors.canonical import Checksum, conform
 from connectors.endpoint import Endpoint
 from connectors.sql import SqlConnector
 
@@ -234,6 +236,21 @@ class ClickHouseConnector(SqlConnector):
                                                settings=settings) as stream:
                 for batch in stream:
                     yield conform(batch, schema)
+
+    def hashes_in_place(self, schema: TableSchema) -> bool:
+        """Whether in_place_checksum covers every column of `schema` (connectors/clickhouse_hash.py)."""
+        return clickhouse_hash.supports(schema)
+
+    def in_place_row_hashes(self, batch: pa.RecordBatch, schema: TableSchema) -> np.ndarray:
+        """Each row's hash as in_place_checksum computes it here, over Arrow (for the rows a copy sends)."""
+        return clickhouse_hash.row_hashes(batch, schema)
+
+    def in_place_checksum(self, schema: TableSchema, where: RowFilter) -> Checksum:
+        """Count and sum of in_place_row_hashes over the rows `where` selects, computed in SQL."""
+        cond, params = self.filter_sql(where)
+        rows, total = self.query(f"SELECT count(), sum({clickhouse_hash.checksum_sql(schema, self.q)}) "
+                                 f"FROM {self.q(schema.name)} WHERE {cond}", params)[0]
+        return Checksum(int(rows), int(total))
 
     def check_values(self, schema: TableSchema, batch: pa.RecordBatch) -> None:
         for col in schema.columns:

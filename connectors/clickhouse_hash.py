@@ -1,0 +1,175 @@
+"""ClickHouse's own hash functions, computed over Arrow arrays.
+
+A ClickHouse destination verifies a chunk by hashing the rows where they are, in SQL
+(`checksum_sql`), instead of sending them back to us; `row_hashes` computes the same numbers over
+the batches the copy extracted. Every value hashes through `xxHash64` (XXH64, seed 0): text and
+binary as their bytes, numbers, dates and timestamps as the 8 bytes of a 64-bit integer. A row's
+hash is the hash of the sum of its values' hashes, each times an odd constant of its column's
+position (hashing the sum again ties values to their row: a plain sum over rows and columns would
+not see two rows trade a value).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from connectors.base import Column, TableSchema
+from connectors.canonical import conform_array, null_mask, numeric_bits
+
+_U64 = np.uint64
+_P1, _P2, _P3, _P4, _P5 = (_U64(p) for p in (
+    0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x85EBCA77C2B2AE63, 0x27D4EB2F165667C5))
+
+_INTEGER = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
+_BYTES = {"string", "char", "json", "binary", "uuid"}
+_SUPPORTED = _INTEGER | _BYTES | {"float32", "float64", "date", "timestamp", "timestamptz", "decimal"}
+
+
+def supports(schema: TableSchema) -> bool:
+    """Whether every column has a hash here."""
+    return all(c.type in _SUPPORTED for c in schema.columns)
+
+
+def checksum_sql(schema: TableSchema, quote: Callable[[str], str]) -> str:
+    """The SQL expression of one row's hash (a UInt64), equal to `row_hashes` of that row."""
+    weighted = " + ".join(f"ifNull({_sql_hash(quote(c.name), c)}, {_null_hash(i)}) * {_weight(i)}"
+                          for i, c in enumerate(schema.columns))
+    return f"xxHash64({weighted})"
+
+
+def _sql_hash(name: str, col: Column) -> str:
+    if col.type in _BYTES:
+        return f"xxHash64(toString({name}))" if col.type == "uuid" else f"xxHash64({name})"
+    if col.type == "decimal":  # the unscaled value's bytes, 4 to 32 of them by precision
+        return f"xxHash64(reinterpretAsFixedString({name}))"
+    return f"xxHash64({_sql_integer(name, col)})"
+
+
+def _sql_integer(name: str, col: Column) -> str:
+    """The 64-bit integer `numeric_bits` reads for the value: integers sign-extended, floats as
+    float64, dates in days and timestamps in microseconds since 1970."""
+    if col.type in ("float32", "float64"):
+        return f"reinterpretAsUInt64(toFloat64({name}))"
+    if col.type == "date":
+        return f"toInt64(toInt32({name}))"
+    if col.type in ("timestamp", "timestamptz"):
+        return f"toUnixTimestamp64Micro({name})"
+    return f"toUInt64({name})" if col.type == "uint64" else f"toInt64({name})"
+
+
+def _null_hash(position: int) -> int:
+    return position + 1  # any constant per column
+
+
+def _weight(position: int) -> int:
+    return (0x9E3779B97F4A7C15 * (2 * position + 1)) & 0xFFFFFFFFFFFFFFFF  # odd: no value's hash is lost
+
+
+def row_hashes(batch: pa.RecordBatch, schema: TableSchema) -> np.ndarray:
+    """One uint64 per row: `checksum_sql` of that row."""
+    acc = np.zeros(batch.num_rows, _U64)
+    with np.errstate(over="ignore"):
+        for i, (col, arr) in enumerate(zip(schema.columns, batch.columns)):
+            arr = conform_array(arr, col)  # the copy may hash the source's types: hash the destination's
+            if col.type in _BYTES:
+                h = xxh64(arr)
+            elif col.type == "decimal":
+                h = xxh64(_decimal_bytes(arr, col.precision))
+            else:
+                h = _xxh64_word(numeric_bits(arr))
+            if arr.null_count:
+                h[null_mask(arr)] = _U64(_null_hash(i))
+            acc += h * _U64(_weight(i))
+    return _xxh64_word(acc)
+
+
+def _decimal_bytes(arr: pa.Array, precision: int) -> pa.Array:
+    """Each decimal's unscaled value as the bytes ClickHouse keeps: Decimal32 to Decimal256 hold
+    4 to 32 bytes, the low end of Arrow's 16 or 32 (little-endian two's complement)."""
+    width = 4 if precision <= 9 else 8 if precision <= 18 else 16 if precision <= 38 else 32
+    size = arr.type.byte_width
+    values = np.frombuffer(arr.buffers()[1], np.uint8, len(arr) * size, offset=arr.offset * size)
+    kept = np.ascontiguousarray(values.reshape(len(arr), size)[:, :width])
+    offsets = np.arange(0, (len(arr) + 1) * width, width, dtype=np.int32)
+    return pa.Array.from_buffers(pa.binary(), len(arr), [None, pa.py_buffer(offsets), pa.py_buffer(kept)])
+
+
+# --- XXH64 on whole arrays (uint64 arithmetic wraps, as in C) ----------------------------
+
+def _rotl(x: np.ndarray, r: int) -> np.ndarray:
+    return (x << _U64(r)) | (x >> _U64(64 - r))
+
+
+def _round(acc: np.ndarray, lane: np.ndarray) -> np.ndarray:
+    return _rotl(acc + lane * _P2, 31) * _P1
+
+
+def xxh64(arr: pa.Array) -> np.ndarray:
+    """XXH64 (seed 0) of each value's bytes: ClickHouse's xxHash64 of a String."""
+    offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, offset=arr.offset * 4).astype(np.int64)
+    base, total = int(offsets[0]), int(offsets[-1] - offsets[0])
+    data = np.zeros(total + 8, np.uint8)  # spare bytes: a row's last word reads past its end
+    if total:
+        data[:total] = np.frombuffer(arr.buffers()[2], np.uint8, total, offset=base)
+    word64 = np.ndarray((total + 1,), "<u8", data, strides=(1,))  # the 8 bytes starting at each position
+    word32 = np.ndarray((total + 5,), "<u4", data, strides=(1,))
+    starts, lengths = offsets[:-1] - base, np.diff(offsets)
+    with np.errstate(over="ignore"):
+        h = _stripes(word64, starts, lengths) + lengths.astype(_U64)
+        at, left = starts + (lengths & ~31), lengths & 31
+        for k in range(3):  # 8-byte words
+            rows = np.flatnonzero(left >= 8 * (k + 1))
+            if rows.size:
+                x = h[rows] ^ _round(_U64(0), word64[at[rows] + 8 * k])
+                h[rows] = _rotl(x, 27) * _P1 + _P4
+        at, left = at + (left & ~7), left & 7
+        rows = np.flatnonzero(left >= 4)  # one 4-byte word
+        if rows.size:
+            x = h[rows] ^ (word32[at[rows]].astype(_U64) * _P1)
+            h[rows] = _rotl(x, 23) * _P2 + _P3
+        at, left = at + (left & 4), left & 3
+        for k in range(3):  # single bytes
+            rows = np.flatnonzero(left > k)
+            if rows.size:
+                x = h[rows] ^ (data[at[rows] + k].astype(_U64) * _P5)
+                h[rows] = _rotl(x, 11) * _P1
+    return _avalanche(h)
+
+
+def _xxh64_word(bits: np.ndarray) -> np.ndarray:
+    """XXH64 (seed 0) of each uint64's 8 little-endian bytes."""
+    with np.errstate(over="ignore"):
+        h = (_P5 + _U64(8)) ^ _round(_U64(0), bits)
+        return _avalanche(_rotl(h, 27) * _P1 + _P4)
+
+
+def _avalanche(h: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        h = h ^ (h >> _U64(33))
+        h = h * _P2
+        h = h ^ (h >> _U64(29))
+        h = h * _P3
+        return h ^ (h >> _U64(32))
+
+
+def _stripes(word64: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The state after XXH64's 32-byte stripes: four lanes merged for values of 32 bytes or more,
+    the short-input seed for the rest."""
+    h = np.full(len(starts), _P5, _U64)
+    long = np.flatnonzero(lengths >= 32)
+    if not long.size:
+        return h
+    lanes = [np.full(long.size, v, _U64) for v in (_P1 + _P2, _P2, _U64(0), _U64(0) - _P1)]
+    stripes = lengths[long] // 32
+    for s in range(int(stripes.max())):
+        live = np.flatnonzero(stripes > s)
+        for j in range(4):
+            lanes[j][live] = _round(lanes[j][live], word64[starts[long[live]] + 32 * s + 8 * j])
+    v1, v2, v3, v4 = lanes
+    acc = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
+    for v in lanes:
+        acc = (acc ^ _round(_U64(0), v)) * _P1 + _P4
+    h[long] = acc
+    return h
