@@ -120,22 +120,23 @@ def xxh64(arr: pa.Array) -> np.ndarray:
         h = _stripes(word64, starts, lengths) + lengths.astype(_U64)
         at, left = starts + (lengths & ~31), lengths & 31
         for k in range(3):  # 8-byte words
-            rows = np.flatnonzero(left >= 8 * (k + 1))
-            if rows.size:
-                x = h[rows] ^ _round(_U64(0), word64[at[rows] + 8 * k])
-                h[rows] = _rotl(x, 27) * _P1 + _P4
+            h = _where(left >= 8 * (k + 1), h, lambda x, i: _rotl(x ^ _round(_U64(0), word64[at[i] + 8 * k]), 27) * _P1 + _P4)
         at, left = at + (left & ~7), left & 7
-        rows = np.flatnonzero(left >= 4)  # one 4-byte word
-        if rows.size:
-            x = h[rows] ^ (word32[at[rows]].astype(_U64) * _P1)
-            h[rows] = _rotl(x, 23) * _P2 + _P3
+        h = _where(left >= 4, h, lambda x, i: _rotl(x ^ word32[at[i]].astype(_U64) * _P1, 23) * _P2 + _P3)  # one 4-byte word
         at, left = at + (left & 4), left & 3
         for k in range(3):  # single bytes
-            rows = np.flatnonzero(left > k)
-            if rows.size:
-                x = h[rows] ^ (data[at[rows] + k].astype(_U64) * _P5)
-                h[rows] = _rotl(x, 11) * _P1
+            h = _where(left > k, h, lambda x, i: _rotl(x ^ data[at[i] + k].astype(_U64) * _P5, 11) * _P1)
     return _avalanche(h)
+
+
+def _where(live: np.ndarray, h: np.ndarray, step) -> np.ndarray:
+    """`h` with `step(h[i], i)` applied to the rows i that are `live` (all at once when all are)."""
+    if live.all():
+        return step(h, slice(None))
+    rows = np.flatnonzero(live)
+    if rows.size:
+        h[rows] = step(h[rows], rows)
+    return h
 
 
 def _xxh64_word(bits: np.ndarray) -> np.ndarray:
@@ -162,11 +163,12 @@ def _stripes(word64: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.
     if not long.size:
         return h
     lanes = [np.full(long.size, v, _U64) for v in (_P1 + _P2, _P2, _U64(0), _U64(0) - _P1)]
-    stripes = lengths[long] // 32
+    stripes, at = lengths[long] // 32, starts[long]
     for s in range(int(stripes.max())):
-        live = np.flatnonzero(stripes > s)
+        live = stripes > s
+        i = slice(None) if live.all() else np.flatnonzero(live)
         for j in range(4):
-            lanes[j][live] = _round(lanes[j][live], word64[starts[long[live]] + 32 * s + 8 * j])
+            lanes[j][i] = _round(lanes[j][i], word64[at[i] + (32 * s + 8 * j)])
     v1, v2, v3, v4 = lanes
     acc = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
     for v in lanes:
