@@ -237,9 +237,9 @@ class ClickHouseConnector(SqlConnector):
                 for batch in stream:
                     yield conform(batch, schema)
 
-    def hashes_in_place(self, schema: TableSchema) -> bool:
+    def hashes_in_place(self, schema: TableSchema, existing: TableSchema | None = None) -> bool:
         """Whether in_place_checksum covers every column of `schema` (connectors/clickhouse_hash.py)."""
-        return clickhouse_hash.supports(schema)
+        return clickhouse_hash.supports(schema, existing)
 
     def in_place_row_hashes(self, batch: pa.RecordBatch, schema: TableSchema) -> np.ndarray:
         """Each row's hash as in_place_checksum computes it here, over Arrow (for the rows a copy sends)."""

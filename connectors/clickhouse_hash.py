@@ -27,9 +27,17 @@ _BYTES = {"string", "char", "json", "binary", "uuid"}
 _SUPPORTED = _INTEGER | _BYTES | {"float32", "float64", "date", "timestamp", "timestamptz", "decimal"}
 
 
-def supports(schema: TableSchema) -> bool:
-    """Whether every column has a hash here."""
-    return all(c.type in _SUPPORTED for c in schema.columns)
+def supports(schema: TableSchema, existing: TableSchema | None = None) -> bool:
+    """Whether every column has a hash here; with `existing` (a table whose column types the
+    staging table copies), only when each of its columns hashes as the schema's would."""
+    if not all(c.type in _SUPPORTED for c in schema.columns):
+        return False
+    return existing is None or all(_signature(c) == _signature(existing.column(c.name)) for c in schema.columns)
+
+
+def _signature(col: Column) -> tuple:
+    """What decides a column's hash: its SQL and, for a decimal, the scale and width of its bytes."""
+    return _sql_hash("v", col), col.precision if col.type == "decimal" else None, col.scale
 
 
 def checksum_sql(schema: TableSchema, quote: Callable[[str], str]) -> str:

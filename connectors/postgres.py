@@ -240,9 +240,9 @@ class PostgresConnector(SqlConnector):
         comparable with the same sum over a table of identical column types (see can_stream_from)."""
         return self._sum_of_hashes(self._checksum_sql(schema, where))
 
-    def hashes_in_place(self, schema: TableSchema) -> bool:
+    def hashes_in_place(self, schema: TableSchema, existing: TableSchema | None = None) -> bool:
         """Whether in_place_checksum covers every column of `schema` (connectors/postgres_hash.py)."""
-        return postgres_hash.supports(schema)
+        return postgres_hash.supports(schema, existing)
 
     def in_place_row_hashes(self, batch: pa.RecordBatch, schema: TableSchema) -> np.ndarray:
         """Each row's hash as in_place_checksum computes it here, over Arrow (for the rows a copy sends)."""

@@ -37,9 +37,13 @@ _AS_TEXT = {"string", "char", "uuid", "json", "decimal", "uint64"}
 _SUPPORTED = _INT4 | _INT8 | _FLOAT | _AS_TEXT | {"date", "timestamp", "timestamptz", "binary"}
 
 
-def supports(schema: TableSchema) -> bool:
-    """Whether every column has a hash here."""
-    return all(c.type in _SUPPORTED for c in schema.columns)
+def supports(schema: TableSchema, existing: TableSchema | None = None) -> bool:
+    """Whether every column has a hash here; with `existing` (a table whose column types the
+    staging table copies), only when each of its columns hashes by the same SQL as the schema's."""
+    if not all(c.type in _SUPPORTED for c in schema.columns):
+        return False
+    return existing is None or all(_sql_hash("v", c, 1) == _sql_hash("v", existing.column(c.name), 1)
+                                   for c in schema.columns)
 
 
 def checksum_sql(schema: TableSchema, quote: Callable[[str], str]) -> str:

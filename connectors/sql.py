@@ -24,8 +24,9 @@ class SqlConnector:
     def transaction(self, statements: Sequence[str]) -> None:
         raise NotImplementedError
 
-    def hashes_in_place(self, schema: TableSchema) -> bool:
-        """Whether verify can hash staged rows in the engine (in_place_checksum) instead of reading them back."""
+    def hashes_in_place(self, schema: TableSchema, existing: TableSchema | None = None) -> bool:
+        """Whether verify can hash staged rows in the engine (in_place_checksum) instead of reading
+        them back; with `existing`, when the staging table takes that table's column types."""
         return False
 
     # --- shared -------------------------------------------------------------------

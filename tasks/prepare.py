@@ -41,21 +41,21 @@ def plan_table(source_ref: str, dest_ref: str, table: str, target: str, run_id: 
     with using(source_ref, dest_ref) as (source, dest):
         schema = source.describe(table)
         dest_schema, applied = destination_schema(schema, dest, casts)
-        existed = dest.table_exists(target)
-        if existed:
-            check_compatible(schema, dest.describe(target), target)
+        existing = dest.describe(target) if dest.table_exists(target) else None
+        if existing:
+            check_compatible(schema, existing, target)
         plan = TablePlan(
             table=table, target=target, source_schema=schema, staging=work_table_name(target, "stage", run_id),
             dest_schema=dest_schema, backup=work_table_name(target, "backup", run_id), mode=mode,
-            target_existed=existed, casts=applied, watermark=watermark)
+            target_existed=existing is not None, casts=applied, watermark=watermark)
         plan.dest_schema = plan.dest_schema.renamed(plan.staging)
-        plan.hashed_in_place = dest.hashes_in_place(plan.dest_schema)
+        plan.hashed_in_place = dest.hashes_in_place(plan.dest_schema, existing)
         if watermark:
             _check_watermark(schema, watermark, table)
             plan.watermark_upto = source.max_value(table, watermark)
-            if mode == "incremental" and existed:
+            if mode == "incremental" and plan.target_existed:
                 plan.watermark_after = state.last_watermark(dest, target, watermark)
-        if mode == "incremental" and existed and not schema.primary_key:
+        if mode == "incremental" and plan.target_existed and not schema.primary_key:
             raise MigrationError(f"table {table!r} has no primary key; incremental mode upserts by primary key")
         plan.chunks = key_chunks(source, schema, chunk_rows)
         return plan

@@ -3,14 +3,18 @@ hash over the Arrow batches it extracted. Equal for every type and every source 
 any change."""
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
+
 import pytest
 
-from connectors.base import RowFilter
+from connectors.base import Column, RowFilter, TableSchema
 from connectors.canonical import Checksum
 from flows.migrate_tables import migrate_tables
 from tasks.plan import destination_schema
+from tasks.prepare import plan_table
 from tests.conftest import ENGINES, make_endpoint
-from tests.helpers import create_table, open_url
+from tests.helpers import create_table, open_url, read_rows
 from tests.test_type_matrix import MATRIX, ROWS
 
 IN_PLACE = ("postgres", "clickhouse")
@@ -117,3 +121,34 @@ def test_values_traded_between_rows_change_the_in_place_checksum(request, sqlite
     after, _ = _in_place_and_extracted(sqlite_url, dest)
 
     assert after.rows == before.rows and after != before
+
+
+@pytest.mark.parametrize("dst", IN_PLACE)
+def test_an_existing_target_of_other_column_types_still_verifies(request, sqlite_url, dst):
+    """The staging table copies the existing target's types (a wider decimal, a timestamp without
+    time zone): the in-place hash of the destination's types would not apply, and verify still passes."""
+    dest = make_endpoint(request, dst)
+    schema = TableSchema("events", (Column("id", "int64", False), Column("at", "timestamptz"),
+                                    Column("amount", "decimal", precision=12, scale=2)), ("id",))
+    rows = [{"id": i, "at": dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=i),
+             "amount": Decimal(i) / 4} for i in range(1, 101)]
+    create_table(sqlite_url, schema, rows)
+    existing = TableSchema("events", (Column("id", "int64", False), Column("at", "timestamp"),
+                                      Column("amount", "decimal", precision=14, scale=4)), ("id",))
+    create_table(dest, existing, [])
+
+    report = migrate_tables(source=sqlite_url, destination=dest, tables=["events"])
+
+    assert report["verdict"] == "verified"
+    assert [r["amount"] for r in read_rows(dest, schema)] == [r["amount"] for r in rows]
+
+
+@pytest.mark.parametrize("dst", IN_PLACE)
+def test_a_table_a_previous_run_created_is_verified_in_place_again(request, mysql_url, dst):
+    dest = make_endpoint(request, dst)
+    create_table(mysql_url, MATRIX, SOURCE_ROWS)
+    migrate_tables(source=mysql_url, destination=dest, tables=[MATRIX.name])
+
+    for mode in ("full", "incremental"):
+        plan = plan_table.fn(mysql_url, dest, MATRIX.name, MATRIX.name, "0123abcd", mode, None, [], 1000)
+        assert plan.target_existed and plan.hashed_in_place, mode
