@@ -125,7 +125,7 @@ def xxh64(arr: pa.Array) -> np.ndarray:
     word32 = np.ndarray((total + 5,), "<u4", data, strides=(1,))
     starts, lengths = offsets[:-1] - base, np.diff(offsets)
     with np.errstate(over="ignore"):
-        h = _stripes(word64, starts, lengths) + lengths.astype(_U64)
+        h = _stripes(data, starts, lengths) + lengths.astype(_U64)
         at, left = starts + (lengths & ~31), lengths & 31
         for k in range(3):  # 8-byte words
             h = _where(left >= 8 * (k + 1), h, lambda x, i: _rotl(x ^ _round(_U64(0), word64[at[i] + 8 * k]), 27) * _P1 + _P4)
@@ -163,7 +163,7 @@ def _avalanche(h: np.ndarray) -> np.ndarray:
         return h ^ (h >> _U64(32))
 
 
-def _stripes(word64: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def _stripes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """The state after XXH64's 32-byte stripes: four lanes merged for values of 32 bytes or more,
     the short-input seed for the rest."""
     h = np.full(len(starts), _P5, _U64)
@@ -171,12 +171,14 @@ def _stripes(word64: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.
     if not long.size:
         return h
     lanes = [np.full(long.size, v, _U64) for v in (_P1 + _P2, _P2, _U64(0), _U64(0) - _P1)]
+    stripes32 = np.ndarray((len(data) - 31,), "V32", data, strides=(1,))  # the 32 bytes starting at each position
     stripes, at = lengths[long] // 32, starts[long]
     for s in range(int(stripes.max())):
         live = stripes > s
         i = slice(None) if live.all() else np.flatnonzero(live)
+        stripe = stripes32[at[i] + 32 * s].view("<u8").reshape(-1, 4)  # one gather for the four lanes' words
         for j in range(4):
-            lanes[j][i] = _round(lanes[j][i], word64[at[i] + (32 * s + 8 * j)])
+            lanes[j][i] = _round(lanes[j][i], stripe[:, j])
     v1, v2, v3, v4 = lanes
     acc = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
     for v in lanes:
