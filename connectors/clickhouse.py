@@ -63,6 +63,16 @@ def close_embedded() -> None:
                 client.close()
 
 
+def _with_timestamps(batch: pa.RecordBatch, schema: TableSchema) -> pa.RecordBatch:
+    """DateTime columns (whole seconds) arrive in Arrow as uint32 seconds since 1970: as timestamps."""
+    arrays = list(batch.columns)
+    for i, col in enumerate(schema.columns):
+        if col.type in ("timestamp", "timestamptz") and pa.types.is_unsigned_integer(arrays[i].type):
+            seconds = pa.timestamp("s", "UTC" if col.type == "timestamptz" else None)
+            arrays[i] = arrays[i].cast(pa.int64()).view(seconds)
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
 class ClickHouseConnector(SqlConnector):
     engine = "clickhouse"
     quote_char = "`"
@@ -229,13 +239,13 @@ class ClickHouseConnector(SqlConnector):
             with self.errors(f"reading {schema.name}"):
                 result = self.client.query_arrow(sql, parameters=params or None, use_strings=False, settings=settings)
             for batch in result.to_batches(max_chunksize=batch_rows):
-                yield conform(batch, schema)
+                yield conform(_with_timestamps(batch, schema), schema)
             return
         with self.errors(f"reading {schema.name}"):
             with self.client.query_arrow_stream(sql, parameters=params or None, use_strings=False,
                                                settings=settings) as stream:
                 for batch in stream:
-                    yield conform(batch, schema)
+                    yield conform(_with_timestamps(batch, schema), schema)
 
     def hashes_in_place(self, schema: TableSchema, existing: TableSchema | None = None) -> bool:
         """Whether in_place_checksum covers every column of `schema` (connectors/clickhouse_hash.py)."""

@@ -152,3 +152,22 @@ def test_a_table_a_previous_run_created_is_verified_in_place_again(request, mysq
     for mode in ("full", "incremental"):
         plan = plan_table.fn(mysql_url, dest, MATRIX.name, MATRIX.name, "0123abcd", mode, None, [], 1000)
         assert plan.target_existed and plan.hashed_in_place, mode
+
+
+def test_an_engine_that_cannot_hash_the_staged_types_in_place_compares_values_instead(sqlite_url, clickhouse_url, caplog):
+    """A ClickHouse DateTime (seconds) reads as a timestamp like DateTime64 does, but the in-place
+    hash's toUnixTimestamp64Micro does not take it: verify compares values read back instead."""
+    schema = TableSchema("events", (Column("id", "int64", False), Column("at", "timestamptz")), ("id",))
+    rows = [{"id": i, "at": dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=i)} for i in range(1, 101)]
+    create_table(sqlite_url, schema, rows)
+    ch = open_url(clickhouse_url)
+    try:
+        ch.execute("CREATE TABLE events (id Int64, at DateTime('UTC')) ENGINE = MergeTree ORDER BY id")
+    finally:
+        ch.close()
+
+    report = migrate_tables(source=sqlite_url, destination=clickhouse_url, tables=["events"])
+
+    assert report["verdict"] == "verified"
+    assert "comparing values read back instead" in caplog.text
+    assert [r["at"] for r in read_rows(clickhouse_url, schema)] == [r["at"] for r in rows]
