@@ -30,7 +30,7 @@ _SUPPORTED = _INTEGER | _BYTES | {"float32", "float64", "date", "timestamp", "ti
 def supports(schema: TableSchema, existing: TableSchema | None = None) -> bool:
     """Whether every column has a hash here; with `existing` (a table whose column types the
     staging table copies), only when each of its columns hashes as the schema's would."""
-    if not all(c.type in _SUPPORTED for c in schema.columns):
+    if not all(c.type in _SUPPORTED and (c.type != "decimal" or c.precision) for c in schema.columns):
         return False
     return existing is None or all(_signature(c) == _signature(existing.column(c.name)) for c in schema.columns)
 
