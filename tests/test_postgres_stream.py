@@ -6,7 +6,9 @@ import random
 import threading
 
 import psycopg
+import pytest
 
+from connectors.base import VerificationFailed
 from flows.migrate_tables import migrate_tables
 
 NATIVE = """CREATE TABLE docs (
@@ -90,3 +92,37 @@ def test_a_table_written_to_during_the_run_verifies_against_the_rows_copied(post
         copied = dict(d.execute("SELECT id, n FROM live").fetchall())
     assert copied.keys() == now.keys() and all(copied[i] <= now[i] for i in now)
     assert any(copied[i] < now[i] for i in now)  # some rows changed after their chunk was copied
+
+
+SIGN_FLIPS = {  # what a trigger on the destination does to one row as it is loaded
+    "numeric": "NEW.amount := -NEW.amount",
+    "jsonb number": "NEW.meta := jsonb_set(NEW.meta, '{a}', to_jsonb(-(NEW.meta->>'a')::numeric))",
+}
+
+
+@pytest.mark.parametrize("change", list(SIGN_FLIPS))
+def test_verify_sees_a_sign_flipped_on_the_destination(postgres_db, change):
+    """PostgreSQL's own hashes of numeric and jsonb ignore signs; the servers' row hash must not."""
+    source, destination = postgres_db(), postgres_db()
+    with psycopg.connect(source, autocommit=True) as c:
+        c.execute(NATIVE)
+        c.cursor().executemany("INSERT INTO docs (id, meta, amount) VALUES (%s, %s, %s)",
+                               [(i, f'{{"a": {i}.5}}', f"{i}.25") for i in range(1, 101)])
+    with psycopg.connect(destination, autocommit=True) as c:
+        c.execute(f"""CREATE FUNCTION flip() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF NEW.id = 42 THEN {SIGN_FLIPS[change]}; END IF; RETURN NEW; END $$""")
+        c.execute("""CREATE FUNCTION attach_flip() RETURNS event_trigger LANGUAGE plpgsql AS $$
+            DECLARE r record;
+            BEGIN
+              FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE TABLE' LOOP
+                IF r.object_identity LIKE '%__stage_%' THEN
+                  EXECUTE format('CREATE TRIGGER flip BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION flip()',
+                                 r.object_identity);
+                END IF;
+              END LOOP;
+            END $$""")
+        c.execute("CREATE EVENT TRIGGER flipper ON ddl_command_end WHEN TAG IN ('CREATE TABLE') "
+                  "EXECUTE FUNCTION attach_flip()")
+
+    with pytest.raises(VerificationFailed, match=r"table docs: chunk .* differs: .*id 42 \(columns (amount|meta)\)"):
+        migrate_tables(source=source, destination=destination, tables=["docs"], chunk_rows=50)
