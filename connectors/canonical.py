@@ -152,26 +152,31 @@ def _decimal_hashes(arr: pa.Array) -> np.ndarray:
     return fmix64(h)
 
 
+def value_bytes(arr: pa.Array, spare: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bytes of a text or binary array's values, back to back with `spare` zero bytes after
+    them (a hash reading whole words may run past a value's end), and each value's start and length."""
+    large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
+    width = 8 if large else 4
+    offsets = np.frombuffer(arr.buffers()[1], np.int64 if large else np.int32, len(arr) + 1, offset=arr.offset * width)
+    offsets = offsets.astype(np.int64)
+    base, total = int(offsets[0]), int(offsets[-1] - offsets[0])
+    data = np.zeros(total + spare, np.uint8)
+    if total:
+        data[:total] = np.frombuffer(arr.buffers()[2], np.uint8, total, offset=base)
+    return data, offsets[:-1] - base, np.diff(offsets)
+
+
 def _bytes_hashes(arr: pa.Array) -> np.ndarray:
     """Text and binary values hashed 8 bytes at a time, every row at once (no Python object per value).
 
     Each value is read as little-endian words from its offset; the last word is masked to the
     value's own bytes. Word k of a row enters as h = h * prime + word, so any changed byte changes h.
     """
-    n = len(arr)
-    large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
-    width = 8 if large else 4
-    offsets = np.frombuffer(arr.buffers()[1], np.int64 if large else np.int32, n + 1, offset=arr.offset * width)
-    offsets = offsets.astype(np.int64)
-    base, total = int(offsets[0]), int(offsets[-1] - offsets[0])
-    padded = np.zeros(total + 8, np.uint8)  # 8 spare bytes: the last word of the last value stays in bounds
-    if total:
-        padded[:total] = np.frombuffer(arr.buffers()[2], np.uint8, total, offset=base)
-    words = np.ndarray((total + 1,), np.uint64, padded, strides=(1,))  # the 8 bytes starting at each position
-    starts, lengths = offsets[:-1] - base, np.diff(offsets)
+    padded, starts, lengths = value_bytes(arr, 8)
+    words = np.ndarray((len(padded) - 7,), np.uint64, padded, strides=(1,))  # the 8 bytes starting at each position
     with np.errstate(over="ignore"):
         h = lengths.astype(np.uint64) * _LENGTH_SEED
-        rows, k = np.arange(n), 0
+        rows, k = np.arange(len(arr)), 0
         while rows.size:
             remaining = lengths[rows] - 8 * k
             live = remaining > 0

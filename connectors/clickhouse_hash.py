@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from connectors.base import Column, TableSchema
-from connectors.canonical import conform_array, null_mask, numeric_bits
+from connectors.canonical import conform_array, null_mask, numeric_bits, value_bytes
 
 _U64 = np.uint64
 _P1, _P2, _P3, _P4, _P5 = (_U64(p) for p in (
@@ -116,14 +116,9 @@ def _round(acc: np.ndarray, lane: np.ndarray) -> np.ndarray:
 
 def xxh64(arr: pa.Array) -> np.ndarray:
     """XXH64 (seed 0) of each value's bytes: ClickHouse's xxHash64 of a String."""
-    offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, offset=arr.offset * 4).astype(np.int64)
-    base, total = int(offsets[0]), int(offsets[-1] - offsets[0])
-    data = np.zeros(total + 8, np.uint8)  # spare bytes: a row's last word reads past its end
-    if total:
-        data[:total] = np.frombuffer(arr.buffers()[2], np.uint8, total, offset=base)
-    word64 = np.ndarray((total + 1,), "<u8", data, strides=(1,))  # the 8 bytes starting at each position
-    word32 = np.ndarray((total + 5,), "<u4", data, strides=(1,))
-    starts, lengths = offsets[:-1] - base, np.diff(offsets)
+    data, starts, lengths = value_bytes(arr, 8)
+    word64 = np.ndarray((len(data) - 7,), "<u8", data, strides=(1,))  # the 8 bytes starting at each position
+    word32 = np.ndarray((len(data) - 3,), "<u4", data, strides=(1,))
     with np.errstate(over="ignore"):
         h = _stripes(data, starts, lengths) + lengths.astype(_U64)
         at, left = starts + (lengths & ~31), lengths & 31

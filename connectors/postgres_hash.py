@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.base import Column, TableSchema
-from connectors.canonical import conform_array, null_mask, numeric_bits
+from connectors.canonical import conform_array, null_mask, numeric_bits, value_bytes
 
 _U32 = np.uint32
 _GOLDEN = 0x9E3779B9 + 3923095  # lookup3's initial state, before the length is added
@@ -226,17 +226,7 @@ def _hash_8_bytes(k: np.ndarray, seed: int) -> np.ndarray:
 
 def _hash_bytes(arr: pa.Array, seed: int) -> np.ndarray:
     """`hash_bytes_extended(value, seed)` of each value's bytes (UTF-8 for text)."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type):
-        offsets = np.frombuffer(arr.buffers()[1], np.int64, len(arr) + 1, offset=arr.offset * 8)
-    else:
-        offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, offset=arr.offset * 4).astype(np.int64)
-    base, total = int(offsets[0]), int(offsets[-1] - offsets[0])
-    data = np.zeros(total + 12, np.uint8)  # spare bytes: a row's last block reads past its end
-    if total:
-        data[:total] = np.frombuffer(arr.buffers()[2], np.uint8, total, offset=base)
-    starts, lengths = offsets[:-1] - base, np.diff(offsets)
+    data, starts, lengths = value_bytes(arr, 12)  # a row's last block reads up to 11 bytes past its end
     with np.errstate(over="ignore"):
         a, b, c = _start(lengths, seed)
         blocks = lengths // 12
