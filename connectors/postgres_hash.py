@@ -14,12 +14,13 @@ does not tell from zero.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors import _postgres_hash
 from connectors.base import Column, TableSchema
 from connectors.canonical import conform_array, null_mask, numeric_bits, value_bytes
 
@@ -100,6 +101,33 @@ def same_types_checksum_sql(columns: dict[str, str], quote: Callable[[str], str]
         native = _NATIVE.get(pg_type, "hash_record_extended(ROW({n}), {s})")
         terms.append(f"coalesce({native.format(n=quote(name), s=seed)}, {_null_hash(seed)})")
     return " # ".join(terms)
+
+
+# PostgreSQL type -> how connectors/_postgres_hash.c reads its binary COPY form (its `enum kind`)
+# to hash it as same_types_checksum_sql does: 1 int2, 2 int4 (date: days), 3 int8 (timestamps and
+# time: microseconds), 4 bool, 5 float4, 6 float8, 7 numeric, 8 bytes as sent, 9 bpchar (trailing
+# spaces dropped), 10 jsonb (its text after a version byte).
+_STREAM_KINDS = {
+    "int2": 1, "int4": 2, "date": 2, "int8": 3, "timestamp": 3, "timestamptz": 3, "time": 3, "bool": 4,
+    "float4": 5, "float8": 6, "numeric": 7, "text": 8, "varchar": 8, "json": 8, "uuid": 8, "bytea": 8,
+    "bpchar": 9, "jsonb": 10,
+}
+
+
+def stream_hashes(types: Iterable[str]) -> bool:
+    """Whether stream_hasher reads every one of these PostgreSQL types."""
+    return all(t in _STREAM_KINDS for t in types)
+
+
+def stream_hasher(columns: dict[str, str]) -> "_postgres_hash.CopyHasher":
+    """A hasher of binary COPY data with these columns (name -> PostgreSQL type name, all of them
+    stream_hashes) whose checksum is same_types_checksum_sql's over the same rows, where the server
+    stores text as the stream carries it (UTF-8): `update(piece)` with each piece in order, then
+    `finish()` -> (rows, wrapping sum)."""
+    types = list(columns.values())
+    # types without a _NATIVE hash go through hash_record_extended(ROW(x)), which hashes a NULL as 0
+    nulls = [_null_hash(seed) if t in _NATIVE else 0 for seed, t in enumerate(types, start=1)]
+    return _postgres_hash.CopyHasher(bytes(_STREAM_KINDS[t] for t in types), nulls)
 
 
 def _null_hash(seed: int) -> int:

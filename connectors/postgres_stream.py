@@ -1,10 +1,9 @@
 """PostgreSQL to PostgreSQL without decoding: the source's binary COPY output goes straight into
 the destination's binary COPY input, when both tables have exactly the same column types.
 
-With a checksum query, a third connection runs it on the source while the rows move, in the very
-snapshot the COPY reads (exported by the COPY's transaction): verify then compares the destination
-with exactly what was copied, even when the source is being written to, and only the destination
-is read again afterwards.
+Verify compares the destination with exactly what was copied, even when the source is being
+written to, and reads only the destination again afterwards: the caller hashes the rows on their
+way through (`on_piece` gets every piece of COPY data: postgres_hash.stream_hasher).
 
 asyncpg is used here because it hands COPY data over in network-sized pieces; psycopg hands it
 over one row at a time (about 2 s of Python per million rows). Each call runs its own event loop
@@ -13,7 +12,7 @@ on the calling task thread, with two short-lived connections (three with a check
 from __future__ import annotations
 
 import asyncio
-from typing import Sequence
+from typing import Callable, Sequence
 
 import asyncpg
 
@@ -21,67 +20,33 @@ from connectors.base import MigrationError, TransientError
 from connectors.endpoint import Endpoint
 
 QUEUE_PIECES = 16  # pieces of COPY data in flight between the two connections (each up to ~64 KB)
-# Row hashes run in one process per query: the flow already hashes `parallel` chunks at once, and
-# PostgreSQL's parallel workers on top cost CPU a busy server does not have (4 chunks of 250,000
-# rows, 2 at a time on 2 cores: 0.56 CPU-s and 0.29 s without workers, 0.64 and 0.35 s with them)
-HASH_IN_ONE_PROCESS = "SET LOCAL max_parallel_workers_per_gather = 0"
+OnPiece = Callable[[bytes], None]
 
 
 def pipe(source: Endpoint, select_sql: str, dest: Endpoint, table: str, columns: Sequence[str],
-         checksum_sql: str | None = None) -> tuple[int, int, tuple | None]:
+         on_piece: OnPiece | None = None) -> tuple[int, int]:
     """Copy the rows of `select_sql` on `source` into `table` (`columns`, in the select's order) on
-    `dest`; returns the number of rows and of bytes moved, and the row `checksum_sql` gives on the
-    source in the COPY's snapshot (None without it). The destination's COPY is one statement: if
-    either side fails, none of its rows stay."""
-    return asyncio.run(_pipe(source, select_sql, dest, table, list(columns), checksum_sql))
+    `dest`, handing every piece of COPY data to `on_piece` on its way; returns the number of rows
+    and of bytes moved. The destination's COPY is one statement: if either side fails, none of its
+    rows stay."""
+    return asyncio.run(_pipe(source, select_sql, dest, table, list(columns), on_piece))
 
 
 async def _pipe(source: Endpoint, select_sql: str, dest: Endpoint, table: str, columns: list[str],
-                checksum_sql: str | None) -> tuple[int, int, tuple | None]:
+                on_piece: OnPiece | None) -> tuple[int, int]:
     src = await _connect(source)
     try:
         dst = await _connect(dest)
         try:
-            def copy():
-                return _copy(src, source, select_sql, dst, dest, table, columns)
-            if checksum_sql is None:
-                return *await copy(), None
-            return await _hashing_while(copy, src, source, checksum_sql)
+            return await _copy(src, source, select_sql, dst, dest, table, columns, on_piece)
         finally:
             await dst.close(timeout=5)
     finally:
         await src.close(timeout=5)
 
 
-async def _hashing_while(copy, src, source: Endpoint, checksum_sql: str) -> tuple[int, int, tuple]:
-    """Run `copy()` inside a snapshot of `src` that `checksum_sql` reads at the same time."""
-    with _translated(source, "reading"):
-        async with src.transaction(isolation="repeatable_read", readonly=True):
-            snapshot = await src.fetchval("SELECT pg_export_snapshot()")
-            hashed = asyncio.create_task(_in_snapshot(source, snapshot, checksum_sql))
-            try:
-                rows, moved = await copy()
-            except BaseException:
-                hashed.cancel()
-                await asyncio.gather(hashed, return_exceptions=True)
-                raise
-            return rows, moved, await hashed
-
-
-async def _in_snapshot(source: Endpoint, snapshot: str, sql: str) -> tuple:
-    """The row `sql` returns on `source` in the exported `snapshot`."""
-    conn = await _connect(source)
-    try:
-        with _translated(source, "hashing the copied rows"):
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-                await conn.execute(HASH_IN_ONE_PROCESS)
-                return tuple(await conn.fetchrow(sql))
-    finally:
-        await conn.close(timeout=5)
-
-
-async def _copy(src, source: Endpoint, select_sql: str, dst, dest: Endpoint, table: str, columns: list[str]) -> tuple[int, int]:
+async def _copy(src, source: Endpoint, select_sql: str, dst, dest: Endpoint, table: str, columns: list[str],
+                on_piece: OnPiece | None) -> tuple[int, int]:
     queue: asyncio.Queue = asyncio.Queue(maxsize=QUEUE_PIECES)
     done = object()
     moved = 0
@@ -101,6 +66,8 @@ async def _copy(src, source: Endpoint, select_sql: str, dst, dest: Endpoint, tab
             if isinstance(piece, BaseException):
                 raise piece
             moved += len(piece)
+            if on_piece is not None:
+                on_piece(piece)
             yield piece
 
     producer = asyncio.create_task(produce())

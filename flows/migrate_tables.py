@@ -110,7 +110,7 @@ def _copy_verify_publish(source, destination, plans: list[TablePlan], run_id, mo
         p.raw_stream = create_staging(source, destination, p)
         if p.raw_stream:
             log.info("Table %s: same column types on both PostgreSQL servers; rows move as binary COPY data "
-                     "without decoding, verified by a row hash on each server", p.table)
+                     "without decoding, hashed on their way and verified against the destination server's row hash", p.table)
     json_canonical = _json_canonical(source, destination)
     stats = {p.table: TableStats() for p in plans}
     progress = Progress(sum(len(p.chunks) for p in plans) * (2 if verify else 1), len(plans))

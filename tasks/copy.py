@@ -43,10 +43,10 @@ def copy_chunk(source_ref: str, dest_ref: str, plan: TablePlan, chunk: KeyRange,
     with using(source_ref, dest_ref) as (source, dest):
         if task_run.run_count > 1:  # a retry starts from a clean range; the first attempt finds it empty
             dest.delete_range(plan.staging, chunk)
-        if plan.raw_stream:  # the source server hashes the rows it sends, verify those the destination got
+        if plan.raw_stream:  # the rows are hashed as they pass, verify hashes those the destination got
             rows, nbytes, hashed = dest.stream_from(source, plan.source_schema, plan.row_filter(chunk), plan.staging,
                                                     checksum=checksum_rows)
-            return ChunkResult(plan.table, chunk, rows, nbytes, time.perf_counter() - started, hashed or Checksum(rows))
+            return ChunkResult(plan.table, chunk, rows, nbytes, time.perf_counter() - started, hashed)
         checksum, nbytes = Checksum(), 0
         hashed = (lambda b: dest.in_place_row_hashes(b, plan.dest_schema)) if plan.hashed_in_place else row_hashes
 

@@ -126,3 +126,107 @@ def test_verify_sees_a_sign_flipped_on_the_destination(postgres_db, change):
 
     with pytest.raises(VerificationFailed, match=r"table docs: chunk .* differs: .*id 42 \(columns (amount|meta)\)"):
         migrate_tables(source=source, destination=destination, tables=["docs"], chunk_rows=50)
+
+
+# Every type the stream hasher reads, with the values that test a hash: extremes, NaN, infinities,
+# negative zero, zeros and signs in numerics (one with 3,000 digits), empty and padded text, NULLs.
+EVERY_KIND = """CREATE TABLE kinds (
+    id bigint PRIMARY KEY, i2 smallint, i4 integer, b boolean, f4 real, f8 double precision,
+    n numeric, n2 numeric(12,2), t text, v varchar(10), c char(6), j json, jb jsonb, u uuid, raw bytea,
+    d date, ts timestamp, tz timestamptz, tm time)"""
+KIND_VALUES = """INSERT INTO kinds VALUES
+    (1, -32768, -2147483648, true, '-Infinity', '-1.7976931348623157e308', '-123.4500', '-0.01', '', '', '',
+     '[]', '{"a": -1.5, "b": [true, null]}', '00000000-0000-0000-0000-000000000000', '', '-infinity',
+     '-infinity', '-infinity', '00:00'),
+    (2, 32767, 2147483647, false, 'NaN', 'NaN', 'NaN', '0', 'tab\there, line\nbreak', 'ünï', 'ab  ',
+     '{"b": 1,  "a": 2}', '{"k": "v"}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\x00ff00', 'infinity',
+     'infinity', 'infinity', '23:59:59.999999'),
+    (3, 0, 0, null, '-0', '-0', 'Infinity', '9999999999.99', repeat('x', 70000), null, null, null, 'null', null,
+     null, '4713-01-01 BC', '1999-12-31 23:59:59.999999', '2000-01-01 00:00:00.000001+00', null),
+    (4, null, null, false, '1.5e-45', '5e-324', '-Infinity', null, null, 'x', 'x', '1', '-0', null, '\\x00',
+     '2000-01-01', '2000-01-01', '1970-01-01 00:00+00', '12:00'),
+    (5, -1, -1, true, '0', '0', '0.000', '-9999999999.99', '🙂', 'quote''s', ' ', '"s"', '[1e-10, -0.5]',
+     'ffffffff-ffff-ffff-ffff-ffffffffffff', '\\xdeadbeef', '2024-02-29', '2024-02-29 12:34:56.789012',
+     '2024-02-29 12:34:56.789012-08', '00:00:00.000001'),
+    (6, null, null, null, null, null, '-0.000', null, null, null, null, null, null, null, null, null, null, null,
+     null),
+    (7, 1, 1, true, 1, 1, ('1' || repeat('0', 2999) || '.5')::numeric, 1, 'a', 'a', 'a', '{}', '{}', null, null, null, null,
+     null, null)"""
+
+
+def _kinds_table(url: str) -> tuple[dict[str, str], int, int, bytes]:
+    """The kinds table's column types, the server's count and sum of same_types_checksum_sql, and
+    its binary COPY output."""
+    from connectors import postgres_hash
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(EVERY_KIND)
+        c.execute(KIND_VALUES)
+        types = dict(c.execute("SELECT a.attname, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+                               "WHERE a.attrelid = 'kinds'::regclass AND a.attnum > 0 ORDER BY a.attnum").fetchall())
+        row_hash = postgres_hash.same_types_checksum_sql(types, lambda n: f'"{n}"')
+        rows, total = c.execute(f"SELECT count(*), sum({row_hash}) FROM kinds").fetchone()
+        with c.cursor().copy("COPY kinds TO STDOUT (FORMAT binary)") as copy:
+            stream = b"".join(bytes(piece) for piece in copy)
+    return types, rows, int(total) & (2**64 - 1), stream
+
+
+def test_the_stream_hash_of_every_kind_equals_the_servers_row_hash(postgres_db):
+    from connectors import postgres_hash
+    types, rows, total, stream = _kinds_table(postgres_db())
+    assert rows == 7
+
+    for piece_size in (len(stream), 65536, 4096, 7, 1):  # any split into pieces hashes the same
+        hasher = postgres_hash.stream_hasher(types)
+        for at in range(0, len(stream), piece_size):
+            hasher.update(stream[at:at + piece_size])
+        assert hasher.finish() == (7, total), piece_size
+
+
+def test_the_stream_hash_changes_with_any_value_and_refuses_a_cut_stream(postgres_db):
+    from connectors import postgres_hash
+    url = postgres_db()
+    types, _, total, stream = _kinds_table(url)
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("UPDATE kinds SET n2 = -n2, jb = '{\"a\": 1.5, \"b\": [true, null]}' WHERE id IN (1, 5)")
+        with c.cursor().copy("COPY kinds TO STDOUT (FORMAT binary)") as copy:
+            changed = b"".join(bytes(piece) for piece in copy)
+    hasher = postgres_hash.stream_hasher(types)
+    hasher.update(changed)
+    assert hasher.finish()[1] != total
+
+    cut = postgres_hash.stream_hasher(types)
+    cut.update(stream[:-40])
+    with pytest.raises(ValueError, match="ended before its last row"):
+        cut.finish()
+    narrower = postgres_hash.stream_hasher({k: t for k, t in list(types.items())[:-1]})
+    with pytest.raises(ValueError, match="another number of columns"):
+        narrower.update(stream)
+    assert not postgres_hash.stream_hashes(["int8", "interval"])  # no reader for it
+
+
+@pytest.fixture
+def latin1_db(postgres_db):
+    """A PostgreSQL database that stores text in LATIN1 (the stream carries UTF-8)."""
+    with psycopg.connect(postgres_db(), autocommit=True) as c:
+        name = f"{c.info.dbname}_latin1"
+        c.execute(f"CREATE DATABASE {name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    yield postgres_db().rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(postgres_db(), autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.mark.parametrize("latin1_side", ["source", "destination"])
+def test_text_verifies_between_databases_of_other_encodings(postgres_db, latin1_db, latin1_side, caplog):
+    """A LATIN1 destination stores other bytes than the UTF-8 stream, so its rows go through Arrow;
+    a LATIN1 source sends UTF-8 all the same, so its rows stream."""
+    source, destination = (latin1_db, postgres_db()) if latin1_side == "source" else (postgres_db(), latin1_db)
+    with psycopg.connect(source, autocommit=True) as c:
+        c.execute("CREATE TABLE names (id integer PRIMARY KEY, name text, code char(4))")
+        c.execute("INSERT INTO names SELECT g, 'Müller-Lüdenscheidt ' || g, 'ß' || (g % 10) FROM generate_series(1, 300) g")
+
+    report = migrate_tables(source=source, destination=destination, tables=["names"], chunk_rows=100)
+
+    assert report["verdict"] == "verified" and report["rows"] == 300
+    assert ("binary COPY data without decoding" in caplog.text) == (latin1_side == "source")
+    with psycopg.connect(destination) as c:
+        assert c.execute("SELECT name, code FROM names WHERE id = 7").fetchone() == ("Müller-Lüdenscheidt 7", "ß7  ")
