@@ -152,17 +152,18 @@ def _decimal_hashes(arr: pa.Array) -> np.ndarray:
     return fmix64(h)
 
 
-def value_bytes(arr: pa.Array, spare: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The bytes of a text or binary array's values, back to back with `spare` zero bytes after
-    them (a hash reading whole words may run past a value's end), and each value's start and length."""
+def value_bytes(arr: pa.Array, spare: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bytes of a text or binary array's values, back to back, and each value's start and
+    length (int64); with `spare`, a copy with that many zero bytes after them (a hash reading
+    whole words may run past a value's end)."""
     large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
     width = 8 if large else 4
     offsets = np.frombuffer(arr.buffers()[1], np.int64 if large else np.int32, len(arr) + 1, offset=arr.offset * width)
     offsets = offsets.astype(np.int64)
     base, total = int(offsets[0]), int(offsets[-1] - offsets[0])
-    data = np.zeros(total + spare, np.uint8)
-    if total:
-        data[:total] = np.frombuffer(arr.buffers()[2], np.uint8, total, offset=base)
+    data = np.frombuffer(arr.buffers()[2], np.uint8, total, offset=base) if total else np.zeros(0, np.uint8)
+    if spare:
+        data = np.concatenate([data, np.zeros(spare, np.uint8)])
     return data, offsets[:-1] - base, np.diff(offsets)
 
 

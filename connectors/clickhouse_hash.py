@@ -15,12 +15,11 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
+from connectors import _hashes
 from connectors.base import Column, TableSchema
 from connectors.canonical import conform_array, null_mask, numeric_bits, value_bytes
 
 _U64 = np.uint64
-_P1, _P2, _P3, _P4, _P5 = (_U64(p) for p in (
-    0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x85EBCA77C2B2AE63, 0x27D4EB2F165667C5))
 
 _INTEGER = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
 _BYTES = {"string", "char", "json", "binary", "uuid"}
@@ -104,79 +103,18 @@ def _decimal_bytes(arr: pa.Array, precision: int) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(), len(arr), [None, pa.py_buffer(offsets), pa.py_buffer(kept)])
 
 
-# --- XXH64 on whole arrays (uint64 arithmetic wraps, as in C) ----------------------------
-
-def _rotl(x: np.ndarray, r: int) -> np.ndarray:
-    return (x << _U64(r)) | (x >> _U64(64 - r))
-
-
-def _round(acc: np.ndarray, lane: np.ndarray) -> np.ndarray:
-    return _rotl(acc + lane * _P2, 31) * _P1
-
+# --- XXH64, in C (connectors/_hashes.c) --------------------------------------------------
 
 def xxh64(arr: pa.Array) -> np.ndarray:
     """XXH64 (seed 0) of each value's bytes: ClickHouse's xxHash64 of a String."""
-    data, starts, lengths = value_bytes(arr, 8)
-    word64 = np.ndarray((len(data) - 7,), "<u8", data, strides=(1,))  # the 8 bytes starting at each position
-    word32 = np.ndarray((len(data) - 3,), "<u4", data, strides=(1,))
-    with np.errstate(over="ignore"):
-        h = _stripes(data, starts, lengths) + lengths.astype(_U64)
-        at, left = starts + (lengths & ~31), lengths & 31
-        for k in range(3):  # 8-byte words
-            h = _where(left >= 8 * (k + 1), h, lambda x, i: _rotl(x ^ _round(_U64(0), word64[at[i] + 8 * k]), 27) * _P1 + _P4)
-        at, left = at + (left & ~7), left & 7
-        h = _where(left >= 4, h, lambda x, i: _rotl(x ^ word32[at[i]].astype(_U64) * _P1, 23) * _P2 + _P3)  # one 4-byte word
-        at, left = at + (left & 4), left & 3
-        for k in range(3):  # single bytes
-            h = _where(left > k, h, lambda x, i: _rotl(x ^ data[at[i] + k].astype(_U64) * _P5, 11) * _P1)
-    return _avalanche(h)
-
-
-def _where(live: np.ndarray, h: np.ndarray, step) -> np.ndarray:
-    """`h` with `step(h[i], i)` applied to the rows i that are `live` (all at once when all are)."""
-    if live.all():
-        return step(h, slice(None))
-    rows = np.flatnonzero(live)
-    if rows.size:
-        h[rows] = step(h[rows], rows)
-    return h
+    data, starts, lengths = value_bytes(arr)
+    out = np.empty(len(arr), _U64)
+    _hashes.xxh64_each(data, starts, lengths, out)
+    return out
 
 
 def _xxh64_word(bits: np.ndarray) -> np.ndarray:
     """XXH64 (seed 0) of each uint64's 8 little-endian bytes."""
-    with np.errstate(over="ignore"):
-        h = (_P5 + _U64(8)) ^ _round(_U64(0), bits)
-        return _avalanche(_rotl(h, 27) * _P1 + _P4)
-
-
-def _avalanche(h: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        h = h ^ (h >> _U64(33))
-        h = h * _P2
-        h = h ^ (h >> _U64(29))
-        h = h * _P3
-        return h ^ (h >> _U64(32))
-
-
-def _stripes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The state after XXH64's 32-byte stripes: four lanes merged for values of 32 bytes or more,
-    the short-input seed for the rest."""
-    h = np.full(len(starts), _P5, _U64)
-    long = np.flatnonzero(lengths >= 32)
-    if not long.size:
-        return h
-    lanes = [np.full(long.size, v, _U64) for v in (_P1 + _P2, _P2, _U64(0), _U64(0) - _P1)]
-    stripes32 = np.ndarray((len(data) - 31,), "V32", data, strides=(1,))  # the 32 bytes starting at each position
-    stripes, at = lengths[long] // 32, starts[long]
-    for s in range(int(stripes.max())):
-        live = stripes > s
-        i = slice(None) if live.all() else np.flatnonzero(live)
-        stripe = stripes32[at[i] + 32 * s].view("<u8").reshape(-1, 4)  # one gather for the four lanes' words
-        for j in range(4):
-            lanes[j][i] = _round(lanes[j][i], stripe[:, j])
-    v1, v2, v3, v4 = lanes
-    acc = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
-    for v in lanes:
-        acc = (acc ^ _round(_U64(0), v)) * _P1 + _P4
-    h[long] = acc
-    return h
+    out = np.empty(len(bits), _U64)
+    _hashes.xxh64_uint64_each(np.ascontiguousarray(bits, "<u8"), out)
+    return out

@@ -20,12 +20,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors import _postgres_hash
+from connectors import _hashes
 from connectors.base import Column, TableSchema
 from connectors.canonical import conform_array, null_mask, numeric_bits, value_bytes
 
 _U32 = np.uint32
-_GOLDEN = 0x9E3779B9 + 3923095  # lookup3's initial state, before the length is added
 _EPOCH_2000_DAYS = 10957  # PostgreSQL counts dates and timestamps from 2000-01-01
 _EPOCH_2000_US = _EPOCH_2000_DAYS * 86_400_000_000
 _NAN_BITS = np.uint64(0x7FF8000000000000)  # the one NaN PostgreSQL hashes (get_float8_nan)
@@ -103,7 +102,7 @@ def same_types_checksum_sql(columns: dict[str, str], quote: Callable[[str], str]
     return " # ".join(terms)
 
 
-# PostgreSQL type -> how connectors/_postgres_hash.c reads its binary COPY form (its `enum kind`)
+# PostgreSQL type -> how connectors/_hashes.c reads its binary COPY form (its `enum kind`)
 # to hash it as same_types_checksum_sql does: 1 int2, 2 int4 (date: days), 3 int8 (timestamps and
 # time: microseconds), 4 bool, 5 float4, 6 float8, 7 numeric, 8 bytes as sent, 9 bpchar (trailing
 # spaces dropped), 10 jsonb (its text after a version byte).
@@ -119,7 +118,7 @@ def stream_hashes(types: Iterable[str]) -> bool:
     return all(t in _STREAM_KINDS for t in types)
 
 
-def stream_hasher(columns: dict[str, str]) -> "_postgres_hash.CopyHasher":
+def stream_hasher(columns: dict[str, str]) -> "_hashes.CopyHasher":
     """A hasher of binary COPY data with these columns (name -> PostgreSQL type name, all of them
     stream_hashes) whose checksum is same_types_checksum_sql's over the same rows, where the server
     stores text as the stream carries it (UTF-8): `update(piece)` with each piece in order, then
@@ -127,7 +126,7 @@ def stream_hasher(columns: dict[str, str]) -> "_postgres_hash.CopyHasher":
     types = list(columns.values())
     # types without a _NATIVE hash go through hash_record_extended(ROW(x)), which hashes a NULL as 0
     nulls = [_null_hash(seed) if t in _NATIVE else 0 for seed, t in enumerate(types, start=1)]
-    return _postgres_hash.CopyHasher(bytes(_STREAM_KINDS[t] for t in types), nulls)
+    return _hashes.CopyHasher(bytes(_STREAM_KINDS[t] for t in types), nulls)
 
 
 def _null_hash(seed: int) -> int:
@@ -195,98 +194,27 @@ def _float_hashes(values: np.ndarray, seed: int) -> np.ndarray:
     return h
 
 
-# --- lookup3, on whole arrays (uint32 arithmetic wraps, as in C) -----------------------
-
-def _rot(x: np.ndarray, k: int) -> np.ndarray:
-    return (x << _U32(k)) | (x >> _U32(32 - k))
-
-
-def _mix(a, b, c):
-    a -= c; a ^= _rot(c, 4); c += b  # noqa: E702 (lookup3's own layout, step for step)
-    b -= a; b ^= _rot(a, 6); a += c  # noqa: E702
-    c -= b; c ^= _rot(b, 8); b += a  # noqa: E702
-    a -= c; a ^= _rot(c, 16); c += b  # noqa: E702
-    b -= a; b ^= _rot(a, 19); a += c  # noqa: E702
-    c -= b; c ^= _rot(b, 4); b += a  # noqa: E702
-    return a, b, c
-
-
-def _final(a, b, c):
-    c ^= b; c -= _rot(b, 14)  # noqa: E702
-    a ^= c; a -= _rot(c, 11)  # noqa: E702
-    b ^= a; b -= _rot(a, 25)  # noqa: E702
-    c ^= b; c -= _rot(b, 16)  # noqa: E702
-    a ^= c; a -= _rot(c, 4)  # noqa: E702
-    b ^= a; b -= _rot(a, 14)  # noqa: E702
-    c ^= b; c -= _rot(b, 24)  # noqa: E702
-    return a, b, c
-
-
-def _start(lengths: np.ndarray, seed: int):
-    a = (lengths.astype(np.uint64) + _U32(_GOLDEN)).astype(_U32)
-    b, c = a.copy(), a.copy()
-    if seed:
-        a += _U32((seed >> 32) & 0xFFFFFFFF)
-        b += _U32(seed & 0xFFFFFFFF)
-        a, b, c = _mix(a, b, c)
-    return a, b, c
-
-
-def _result(b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    return (b.astype(np.uint64) << np.uint64(32)) | c.astype(np.uint64)
-
+# --- lookup3, in C (connectors/_hashes.c) -----------------------------------------------
 
 def _hash_uint32(k: np.ndarray, seed: int) -> np.ndarray:
     """`hash_uint32_extended(k, seed)` for every k."""
-    with np.errstate(over="ignore"):
-        a, b, c = _start(np.full(len(k), 4), seed)
-        _, b, c = _final(a + k, b, c)
-    return _result(b, c)
+    out = np.empty(len(k), np.uint64)
+    _hashes.lookup3_uint32_each(np.ascontiguousarray(k, _U32), out, seed)
+    return out
 
 
 def _hash_8_bytes(k: np.ndarray, seed: int) -> np.ndarray:
     """`hash_bytes_extended` of each uint64's 8 little-endian bytes."""
-    with np.errstate(over="ignore"):
-        a, b, c = _start(np.full(len(k), 8), seed)
-        _, b, c = _final(a + k.astype(_U32), b + (k >> np.uint64(32)).astype(_U32), c)
-    return _result(b, c)
+    n = len(k)
+    return _lookup3(np.ascontiguousarray(k, "<u8").view(np.uint8), np.arange(0, 8 * n, 8), np.full(n, 8), seed)
 
 
 def _hash_bytes(arr: pa.Array, seed: int) -> np.ndarray:
     """`hash_bytes_extended(value, seed)` of each value's bytes (UTF-8 for text)."""
-    data, starts, lengths = value_bytes(arr, 12)  # a row's last block reads up to 11 bytes past its end
-    with np.errstate(over="ignore"):
-        a, b, c = _start(lengths, seed)
-        blocks = lengths // 12
-        for block in range(int(blocks.max(initial=0))):  # whole 12-byte blocks, while a row has one
-            live = blocks > block
-            at = starts + 12 * block
-            if live.all():
-                wa, wb, wc = _words(data, at)
-                a, b, c = _mix(a + wa, b + wb, c + wc)
-            else:
-                rows = np.flatnonzero(live)
-                wa, wb, wc = _words(data, at[rows])
-                a[rows], b[rows], c[rows] = _mix(a[rows] + wa, b[rows] + wb, c[rows] + wc)
-        tail = lengths % 12
-        wa, wb, wc = _words(data, starts + lengths - tail)
-        keep = np.minimum(tail, 11) * 8  # bits of the tail that belong to the value
-        a += _masked(wa, keep)
-        b += _masked(wb, keep - 32)
-        c += _masked(wc, keep - 64) << _U32(8)  # lookup3 keeps c's lowest byte for the length
-        _, b, c = _final(a, b, c)
-    return _result(b, c)
+    return _lookup3(*value_bytes(arr), seed)
 
 
-def _words(data: np.ndarray, at: np.ndarray):
-    """The three little-endian uint32 words of the 12 bytes starting at each position (one gather:
-    a gather costs about the same for 12 bytes as for 4)."""
-    blocks = np.ndarray((len(data) - 11,), "V12", data, strides=(1,))[at].view("<u4").reshape(-1, 3)
-    return blocks[:, 0], blocks[:, 1], blocks[:, 2]
-
-
-_LOW_BITS = np.array([(1 << n) - 1 for n in range(33)], _U32)  # index n: a mask of the n lowest bits
-
-
-def _masked(word: np.ndarray, bits: np.ndarray) -> np.ndarray:
-    return word & _LOW_BITS[np.clip(bits, 0, 32)]
+def _lookup3(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, seed: int) -> np.ndarray:
+    out = np.empty(len(starts), np.uint64)
+    _hashes.lookup3_each(data, starts.astype(np.int64), lengths.astype(np.int64), out, seed)
+    return out
