@@ -14,6 +14,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors import _hashes
 from connectors.base import Column, MigrationError, TableSchema
 
 _FIXED = {
@@ -107,7 +108,6 @@ def conform(batch: pa.RecordBatch | pa.Table, schema: TableSchema, json_canonica
 
 _NULL_HASH = np.uint64(0x9E3779B97F4A7C15)
 _MASK64 = (1 << 64) - 1
-_LENGTH_SEED = np.uint64(0x87C37B91114253D5)
 _WORD_PRIME = np.uint64(0x100000001B3)  # odd: a change in any one word always changes the sum
 
 
@@ -152,45 +152,24 @@ def _decimal_hashes(arr: pa.Array) -> np.ndarray:
     return fmix64(h)
 
 
-def value_bytes(arr: pa.Array, spare: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def value_bytes(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The bytes of a text or binary array's values, back to back, and each value's start and
-    length (int64); with `spare`, a copy with that many zero bytes after them (a hash reading
-    whole words may run past a value's end)."""
+    length (int64)."""
     large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
     width = 8 if large else 4
     offsets = np.frombuffer(arr.buffers()[1], np.int64 if large else np.int32, len(arr) + 1, offset=arr.offset * width)
     offsets = offsets.astype(np.int64)
     base, total = int(offsets[0]), int(offsets[-1] - offsets[0])
     data = np.frombuffer(arr.buffers()[2], np.uint8, total, offset=base) if total else np.zeros(0, np.uint8)
-    if spare:
-        data = np.concatenate([data, np.zeros(spare, np.uint8)])
     return data, offsets[:-1] - base, np.diff(offsets)
 
 
-def _bytes_hashes(arr: pa.Array) -> np.ndarray:
-    """Text and binary values hashed 8 bytes at a time, every row at once (no Python object per value).
-
-    Each value is read as little-endian words from its offset; the last word is masked to the
-    value's own bytes. Word k of a row enters as h = h * prime + word, so any changed byte changes h.
-    """
-    padded, starts, lengths = value_bytes(arr, 8)
-    words = np.ndarray((len(padded) - 7,), np.uint64, padded, strides=(1,))  # the 8 bytes starting at each position
-    with np.errstate(over="ignore"):
-        h = lengths.astype(np.uint64) * _LENGTH_SEED
-        rows, k = np.arange(len(arr)), 0
-        while rows.size:
-            remaining = lengths[rows] - 8 * k
-            live = remaining > 0
-            rows, remaining = rows[live], remaining[live]
-            if not rows.size:
-                break
-            word = words[starts[rows] + 8 * k]
-            short = remaining < 8
-            if short.any():
-                word[short] &= (np.uint64(1) << (8 * remaining[short]).astype(np.uint64)) - np.uint64(1)
-            h[rows] = h[rows] * _WORD_PRIME + word
-            k += 1
-    return fmix64(h)
+def xxh64(arr: pa.Array) -> np.ndarray:
+    """XXH64 (seed 0) of each text or binary value's bytes (connectors/_hashes.c)."""
+    data, starts, lengths = value_bytes(arr)
+    out = np.empty(len(arr), np.uint64)
+    _hashes.xxh64_each(data, starts, lengths, out)
+    return out
 
 
 def column_hashes(arr: pa.Array) -> np.ndarray:
@@ -200,7 +179,7 @@ def column_hashes(arr: pa.Array) -> np.ndarray:
     elif pa.types.is_decimal(t):
         h = _decimal_hashes(arr)
     elif pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t):
-        h = _bytes_hashes(arr)
+        h = xxh64(arr)
     else:
         raise MigrationError(f"no checksum for Arrow type {t}")
     if arr.null_count:

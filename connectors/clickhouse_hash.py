@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from connectors import _hashes
 from connectors.base import Column, TableSchema
-from connectors.canonical import conform_array, null_mask, numeric_bits, value_bytes
+from connectors.canonical import conform_array, null_mask, numeric_bits, xxh64
 
 _U64 = np.uint64
 
@@ -104,14 +104,6 @@ def _decimal_bytes(arr: pa.Array, precision: int) -> pa.Array:
 
 
 # --- XXH64, in C (connectors/_hashes.c) --------------------------------------------------
-
-def xxh64(arr: pa.Array) -> np.ndarray:
-    """XXH64 (seed 0) of each value's bytes: ClickHouse's xxHash64 of a String."""
-    data, starts, lengths = value_bytes(arr)
-    out = np.empty(len(arr), _U64)
-    _hashes.xxh64_each(data, starts, lengths, out)
-    return out
-
 
 def _xxh64_word(bits: np.ndarray) -> np.ndarray:
     """XXH64 (seed 0) of each uint64's 8 little-endian bytes."""
