@@ -118,6 +118,8 @@ static uint64_t hash_float8(double v, uint64_t seed) {  /* hashfloat8extended, X
 }
 
 #define NUMERIC_NEG 0x4000
+#define NUMERIC_NAN 0xC000
+#define NUMERIC_PINF 0xD000
 #define NUMERIC_NINF 0xF000
 
 /* hash_numeric_extended (digits without leading and trailing zeros, XOR the weight), XOR 1 for a
@@ -129,10 +131,12 @@ static int hash_numeric(const unsigned char *p, uint32_t len, uint64_t seed, uin
     if (len != 8 + 2u * ndigits)
         return -1;
     const unsigned char *d = p + 8;
-    if (sign != 0 && sign != NUMERIC_NEG) {  /* NaN, Infinity, -Infinity */
+    if (sign == NUMERIC_NAN || sign == NUMERIC_PINF || sign == NUMERIC_NINF) {
+        if (ndigits != 0) return -1;
         *out = seed ^ (uint64_t)(sign == NUMERIC_NINF);
         return 0;
     }
+    if (sign != 0 && sign != NUMERIC_NEG) return -1;
     int start = 0, end = ndigits;
     while (start < end && be16(d + 2 * start) == 0) { start++; weight--; }
     if (start == end) {
@@ -140,10 +144,12 @@ static int hash_numeric(const unsigned char *p, uint32_t len, uint64_t seed, uin
         return 0;
     }
     while (be16(d + 2 * (end - 1)) == 0) end--;
-    unsigned char small[512] = {0}, *digits = small;
+    unsigned char small[512], *digits = small;
     uint32_t nbytes = 2u * (end - start);
-    if (nbytes > sizeof small && !(digits = malloc(nbytes)))
-        return -2;
+    if (nbytes > sizeof small) {
+        digits = malloc(nbytes);
+        if (!digits) return -2;
+    }
     for (int i = start; i < end; i++) {  /* NumericDigit (int16) as the server holds it: little-endian */
         digits[2 * (i - start)] = d[2 * i + 1];
         digits[2 * (i - start) + 1] = d[2 * i];
@@ -208,6 +214,7 @@ static int hash_value(int kind, const unsigned char *p, uint32_t len, uint64_t s
 
 /* ---- the stream ------------------------------------------------------------------------- */
 static const unsigned char SIGNATURE[11] = "PGCOPY\n\377\r\n";
+#define MAX_FIELD 0x3FFFFFFF  /* PostgreSQL's largest value (1 GB) */
 
 typedef struct {
     PyObject_HEAD
@@ -217,6 +224,7 @@ typedef struct {
     unsigned char *carry;       /* the start of a unit (header or row) split across pieces */
     size_t carry_len, carry_cap;
     int header_done, ended;
+    int busy;                   /* an update() is running without the GIL */
     uint64_t rows, total;
     const char *error;          /* set while the GIL is released, raised after */
     long error_at;
@@ -229,7 +237,10 @@ static long unit_length(CopyHasher *self, const unsigned char *p, size_t n, size
         *need = 19;
         if (n < 19) return 0;
         if (memcmp(p, SIGNATURE, 11) != 0) { self->error = "not a binary COPY stream"; return -1; }
-        size_t total = 19 + be32(p + 15);
+        if (be32(p + 11) & 0xFFFF0000u) { self->error = "header flags this reader does not know"; return -1; }
+        int32_t extension = (int32_t)be32(p + 15);
+        if (extension < 0 || extension > MAX_FIELD) { self->error = "a bad header extension length"; return -1; }
+        size_t total = 19 + (size_t)extension;
         *need = total;
         return n >= total ? (long)total : 0;
     }
@@ -244,8 +255,8 @@ static long unit_length(CopyHasher *self, const unsigned char *p, size_t n, size
         if (n < at + 4) return 0;
         int32_t len = (int32_t)be32(p + at);
         at += 4;
+        if (len > MAX_FIELD || len < -1) { self->error = "a value length out of range"; return -1; }
         if (len > 0) at += (size_t)len;
-        else if (len < -1) { self->error = "a negative value length"; return -1; }
     }
     *need = at;
     return n >= at ? (long)at : 0;
@@ -254,13 +265,14 @@ static long unit_length(CopyHasher *self, const unsigned char *p, size_t n, size
 /* Hash the complete unit at p (length len, from unit_length). */
 static int take_unit(CopyHasher *self, const unsigned char *p, size_t len) {
     if (!self->header_done) { self->header_done = 1; return 0; }
-    if (len == 2) { self->ended = 1; return 0; }
+    if ((int16_t)be16(p) == -1) { self->ended = 1; return 0; }
     uint64_t row = 0;
     size_t at = 2;
     for (int i = 0; i < self->ncols; i++) {
         int32_t vlen = (int32_t)be32(p + at);
         at += 4;
         if (vlen == -1) { row ^= self->nulls[i]; continue; }
+        if (vlen < 0 || at + (size_t)vlen > len) { self->error = "a value past its row's end"; return -1; }
         uint64_t h;
         int rc = hash_value(self->kinds[i], p + at, (uint32_t)vlen, (uint64_t)(i + 1), &h);
         if (rc != 0) {
@@ -336,20 +348,31 @@ static PyObject *raise_stream_error(CopyHasher *self) {
     return NULL;
 }
 
+static int usable(CopyHasher *self) {
+    if (!self->kinds) PyErr_SetString(PyExc_RuntimeError, "CopyHasher was not initialised");
+    else if (self->busy) PyErr_SetString(PyExc_RuntimeError, "CopyHasher is in use by another thread");
+    else return 1;
+    return 0;
+}
+
 static PyObject *CopyHasher_update(CopyHasher *self, PyObject *arg) {
     Py_buffer view;
+    if (!usable(self)) return NULL;
     if (self->error) return raise_stream_error(self);
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
     int rc;
+    self->busy = 1;
     Py_BEGIN_ALLOW_THREADS
     rc = feed(self, view.buf, (size_t)view.len);
     Py_END_ALLOW_THREADS
+    self->busy = 0;
     PyBuffer_Release(&view);
     if (rc < 0) return raise_stream_error(self);
     Py_RETURN_NONE;
 }
 
 static PyObject *CopyHasher_finish(CopyHasher *self, PyObject *Py_UNUSED(ignored)) {
+    if (!usable(self)) return NULL;
     if (self->error) return raise_stream_error(self);
     if (!self->ended) {
         self->error = "the stream ended before its last row";
@@ -362,28 +385,41 @@ static int CopyHasher_init(CopyHasher *self, PyObject *args, PyObject *kwds) {
     static char *names[] = {"kinds", "null_hashes", NULL};
     Py_buffer kinds;
     PyObject *nulls;
+    if (self->kinds) {
+        PyErr_SetString(PyExc_RuntimeError, "CopyHasher is initialised once");
+        return -1;
+    }
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*O", names, &kinds, &nulls)) return -1;
     PyObject *seq = PySequence_Fast(nulls, "null_hashes must be a sequence of integers");
     int ok = seq != NULL;
-    if (ok && PySequence_Fast_GET_SIZE(seq) != kinds.len) {
-        PyErr_SetString(PyExc_ValueError, "one NULL hash per column");
+    if (ok && (kinds.len < 1 || kinds.len > 1600 || PySequence_Fast_GET_SIZE(seq) != kinds.len)) {
+        PyErr_SetString(PyExc_ValueError, "1 to 1600 columns (PostgreSQL's most), one NULL hash for each");
         ok = 0;
     }
+    unsigned char *kind_of = NULL;
+    uint64_t *null_of = NULL;
     if (ok) {
-        self->ncols = (int)kinds.len;
-        self->kinds = PyMem_Malloc(kinds.len + 1);
-        self->nulls = PyMem_Malloc(sizeof(uint64_t) * (kinds.len + 1));
-        if (!self->kinds || !self->nulls) { PyErr_NoMemory(); ok = 0; }
+        kind_of = PyMem_Malloc(kinds.len);
+        null_of = PyMem_Malloc(sizeof(uint64_t) * kinds.len);
+        if (!kind_of || !null_of) { PyErr_NoMemory(); ok = 0; }
     }
     for (Py_ssize_t i = 0; ok && i < kinds.len; i++) {
-        self->kinds[i] = ((unsigned char *)kinds.buf)[i];
-        if (self->kinds[i] < K_INT2 || self->kinds[i] > K_JSONB) {
-            PyErr_Format(PyExc_ValueError, "unknown kind %d for column %zd", self->kinds[i], i + 1);
+        kind_of[i] = ((unsigned char *)kinds.buf)[i];
+        if (kind_of[i] < K_INT2 || kind_of[i] > K_JSONB) {
+            PyErr_Format(PyExc_ValueError, "unknown kind %d for column %zd", kind_of[i], i + 1);
             ok = 0;
             break;
         }
-        self->nulls[i] = (uint64_t)PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(seq, i));
+        null_of[i] = (uint64_t)PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(seq, i));
         if (PyErr_Occurred()) ok = 0;
+    }
+    if (ok) {
+        self->kinds = kind_of;
+        self->nulls = null_of;
+        self->ncols = (int)kinds.len;
+    } else {
+        PyMem_Free(kind_of);
+        PyMem_Free(null_of);
     }
     Py_XDECREF(seq);
     PyBuffer_Release(&kinds);
@@ -429,28 +465,30 @@ static uint64_t xxh_round(uint64_t acc, uint64_t lane) { return ROTL64(acc + lan
 static uint64_t xxh_merge(uint64_t acc, uint64_t v) { return (acc ^ xxh_round(0, v)) * P1 + P4; }
 
 static uint64_t xxh64(const unsigned char *p, size_t len) {  /* XXH64, seed 0: ClickHouse's xxHash64 */
-    const unsigned char *end = p + len;
+    size_t left = len;
     uint64_t h;
-    if (len >= 32) {
+    if (left >= 32) {
         uint64_t v1 = P1 + P2, v2 = P2, v3 = 0, v4 = 0 - P1;
         do {
             v1 = xxh_round(v1, le64(p)); v2 = xxh_round(v2, le64(p + 8));
             v3 = xxh_round(v3, le64(p + 16)); v4 = xxh_round(v4, le64(p + 24));
             p += 32;
-        } while (p + 32 <= end);
+            left -= 32;
+        } while (left >= 32);
         h = ROTL64(v1, 1) + ROTL64(v2, 7) + ROTL64(v3, 12) + ROTL64(v4, 18);
         h = xxh_merge(xxh_merge(xxh_merge(xxh_merge(h, v1), v2), v3), v4);
     } else {
         h = P5;
     }
     h += len;
-    for (; p + 8 <= end; p += 8)
+    for (; left >= 8; p += 8, left -= 8)
         h = ROTL64(h ^ xxh_round(0, le64(p)), 27) * P1 + P4;
-    if (p + 4 <= end) {
+    if (left >= 4) {
         h = ROTL64(h ^ (uint64_t)le32(p) * P1, 23) * P2 + P3;
         p += 4;
+        left -= 4;
     }
-    for (; p < end; p++)
+    for (; left > 0; p++, left--)
         h = ROTL64(h ^ (uint64_t)*p * P5, 11) * P1;
     h ^= h >> 33; h *= P2; h ^= h >> 29; h *= P3;
     return h ^ (h >> 32);
@@ -464,16 +502,19 @@ static PyObject *hash_each_value(PyObject *args, int lookup3) {
     if (!PyArg_ParseTuple(args, lookup3 ? "y*y*y*w*K" : "y*y*y*w*", &data, &starts, &lengths, &out, &seed))
         return NULL;
     Py_ssize_t n = out.len / 8;
-    const int64_t *at = starts.buf, *len = lengths.buf;
+    const int64_t *starts_of = starts.buf, *lengths_of = lengths.buf;
     uint64_t *h = out.buf;
-    int ok = starts.len == n * 8 && lengths.len == n * 8;
-    for (Py_ssize_t i = 0; ok && i < n; i++)
-        ok = at[i] >= 0 && len[i] >= 0 && at[i] + len[i] <= data.len && len[i] <= UINT32_MAX;
+    int ok = out.len % 8 == 0 && starts.len == n * 8 && lengths.len == n * 8;
     if (ok) {
         const unsigned char *bytes = data.buf;
+        const int64_t size = data.len;
         Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < n; i++)
-            h[i] = lookup3 ? hash_bytes(bytes + at[i], (uint32_t)len[i], seed) : xxh64(bytes + at[i], (size_t)len[i]);
+        for (Py_ssize_t i = 0; ok && i < n; i++) {
+            int64_t at = starts_of[i], len = lengths_of[i];  /* read once: checked as used */
+            ok = at >= 0 && len >= 0 && at <= size && len <= size - at && len <= UINT32_MAX;
+            if (ok)
+                h[i] = lookup3 ? hash_bytes(bytes + at, (uint32_t)len, seed) : xxh64(bytes + at, (size_t)len);
+        }
         Py_END_ALLOW_THREADS
     }
     PyBuffer_Release(&data); PyBuffer_Release(&starts); PyBuffer_Release(&lengths); PyBuffer_Release(&out);
@@ -492,7 +533,7 @@ static PyObject *hash_each_word(PyObject *args, int lookup3) {
     if (!PyArg_ParseTuple(args, lookup3 ? "y*w*K" : "y*w*", &values, &out, &seed))
         return NULL;
     Py_ssize_t n = out.len / 8;
-    int ok = values.len == n * (lookup3 ? 4 : 8);
+    int ok = out.len % 8 == 0 && values.len == n * (lookup3 ? 4 : 8);
     if (ok) {
         uint64_t *h = out.buf;
         const uint32_t *v32 = values.buf;

@@ -155,6 +155,8 @@ def _decimal_hashes(arr: pa.Array) -> np.ndarray:
 def value_bytes(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The bytes of a text or binary array's values, back to back, and each value's start and
     length (int64)."""
+    if not len(arr):  # its offsets buffer may be empty
+        return np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64)
     large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
     width = 8 if large else 4
     offsets = np.frombuffer(arr.buffers()[1], np.int64 if large else np.int32, len(arr) + 1, offset=arr.offset * width)
