@@ -63,8 +63,9 @@ def test_different_existing_target_types_go_through_arrow(postgres_db):
 
 
 def test_a_table_written_to_during_the_run_verifies_against_the_rows_copied(postgres_db):
-    """The source hash of each chunk is taken in the snapshot its COPY read, so rows changed after
-    their chunk was copied do not fail verification; what arrived is a version each row had."""
+    """Each chunk's rows are hashed as they pass from the source's COPY to the destination's, so
+    rows changed after their chunk was copied do not fail verification; what arrived is a version
+    each row had."""
     source, destination = postgres_db(), postgres_db()
     with psycopg.connect(source, autocommit=True) as c:
         c.execute("CREATE TABLE live (id bigint PRIMARY KEY, n integer NOT NULL, body text)")
