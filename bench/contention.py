@@ -4,7 +4,8 @@ The machine has 2 cores and is shared (tests, other benchmarks), so every run re
 time that processes unrelated to it used meanwhile. Related: the run's own process tree, and the
 database servers' processes, except PostgreSQL backends connected to a database other than ours.
 `other_cpu_share` is that foreign CPU time over (wall x cores): 0.25 means a quarter of the
-machine was busy elsewhere.
+machine was busy elsewhere. `run_cpu_s` is the CPU time of the related processes: the work a
+run cost, which on a busy or unsteady machine varies less than its wall time.
 """
 from __future__ import annotations
 
@@ -84,6 +85,8 @@ class ContentionMonitor:
         total = sum(used.values())
         top = sorted(((cpu, self.foreign[pid]) for pid, cpu in used.items() if cpu > 0.5), reverse=True)[:3]
         cores = psutil.cpu_count() or 1
+        related = sum(last - first for pid, (first, last) in self.cpu.items() if pid not in self.foreign)
         return {"other_cpu_s": round(total, 1),
+                "run_cpu_s": round(related, 2),  # the run's processes and the database servers' work for it
                 "other_cpu_share": round(total / (self.wall * cores), 3) if self.wall else 0.0,
                 "other_top": [f"{cpu:.1f}s {what}" for cpu, what in top]}

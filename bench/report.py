@@ -72,8 +72,12 @@ def verify_overheads(results: dict[str, dict]) -> list[dict]:
             v = results.get(r["name"][: -len("_copy")] + "_verify")
             if r["status"] == "ok" and v and v["status"] == "ok":
                 per_round = [(b["wall_s"] - a["wall_s"]) / a["wall_s"] for a, b in zip(r["runs"], v["runs"])]
+                cpu_added = [b["run_cpu_s"] - a["run_cpu_s"] for a, b in zip(r["runs"], v["runs"])
+                             if "run_cpu_s" in a and "run_cpu_s" in b]
                 out.append({"pair": r["pair"], "copy_s": r["wall_s"], "copy_verify_s": v["wall_s"],
-                            "overhead": statistics.median(per_round), "overhead_per_round": per_round})
+                            "overhead": statistics.median(per_round), "overhead_per_round": per_round,
+                            "cpu_added_s": statistics.median(cpu_added) if cpu_added else None,
+                            "cpu_added_per_round": cpu_added})
     return out
 
 
@@ -135,6 +139,14 @@ def render(results: dict[str, dict], meta: dict) -> str:
         lines += _table(["pair", "copy s", "copy+verify s", "overhead", "per round"],
                         [[v["pair"], f"{v['copy_s']:.2f}", f"{v['copy_verify_s']:.2f}", f"{100 * v['overhead']:+.0f}%",
                           " ".join(f"{100 * x:+.0f}%" for x in v["overhead_per_round"])] for v in vo], {1, 2, 3})
+        cpu = [v for v in vo if v["cpu_added_s"] is not None]
+        if cpu:
+            lines += ["", "CPU-seconds verification adds (run with verify - run without, each round: the CPU time of "
+                          "the whole run's processes and of the database servers, whose background work, such as "
+                          "checkpoints, lands in it too):"]
+            lines += _table(["pair", "added CPU-s", "per round"],
+                            [[v["pair"], f"{v['cpu_added_s']:+.2f}", " ".join(f"{x:+.2f}" for x in v["cpu_added_per_round"])]
+                             for v in cpu], {1})
 
     ov = results.get("prefect_overhead")
     if ov:
