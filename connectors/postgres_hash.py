@@ -216,5 +216,5 @@ def _hash_bytes(arr: pa.Array, seed: int) -> np.ndarray:
 
 def _lookup3(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, seed: int) -> np.ndarray:
     out = np.empty(len(starts), np.uint64)
-    _hashes.lookup3_each(data, starts.astype(np.int64), lengths.astype(np.int64), out, seed)
+    _hashes.lookup3_each(data, np.ascontiguousarray(starts, np.int64), np.ascontiguousarray(lengths, np.int64), out, seed)
     return out
