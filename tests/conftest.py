@@ -20,6 +20,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 PG_URL = os.environ.get("MA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MYSQL_URL = os.environ.get("MA_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 ENGINES = ("postgres", "mysql", "sqlite", "clickhouse")
+PREFECT_SERVER = pytest.StashKey()
 
 
 def _unavailable(what: str, exc: Exception):
@@ -29,14 +30,30 @@ def _unavailable(what: str, exc: Exception):
     pytest.skip(msg)
 
 
+def pytest_configure(config):
+    """Start this test process's Prefect server now, so it comes up while tests are collected (not
+    in an xdist controller, which runs no tests; not when PREFECT_API_URL names a server)."""
+    runs_tests = hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None)
+    if runs_tests and not os.environ.get("PREFECT_API_URL"):
+        from tests.prefect_server import launch_server
+        config.stash[PREFECT_SERVER] = launch_server()
+
+
+def pytest_unconfigure(config):
+    server = config.stash.get(PREFECT_SERVER, None)
+    if server is not None:
+        server.stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
-def prefect_backend():
-    """One Prefect server for the whole session (Prefect's test harness), unless one is configured."""
-    if os.environ.get("PREFECT_API_URL"):
+def prefect_backend(pytestconfig):
+    """Flows called in tests report to this process's Prefect server (the deployment tests' too)."""
+    server = pytestconfig.stash.get(PREFECT_SERVER, None)
+    if server is None:
         yield
         return
-    from prefect.testing.utilities import prefect_test_harness
-    with prefect_test_harness(server_startup_timeout=180):
+    from tests.prefect_server import reporting_to
+    with reporting_to(server):
         yield
 
 
@@ -141,10 +158,10 @@ def mysql_user_with_password(mysql_db):
 
 
 @pytest.fixture(scope="session")
-def prefect_stack(tmp_path_factory):
+def prefect_stack(pytestconfig, tmp_path_factory):
     """A real `prefect server start` plus a process worker, with prefect.yaml deployed."""
     from tests.prefect_server import start_stack
-    stack, stop = start_stack(tmp_path_factory.mktemp("prefect-server"))
+    stack, stop = start_stack(tmp_path_factory.mktemp("prefect-server"), pytestconfig.stash.get(PREFECT_SERVER, None))
     yield stack
     stop()
 

@@ -1,14 +1,18 @@
-"""A real Prefect server and process worker for the whole test session (deployment and API tests).
+"""A real Prefect server per test process, and a process worker for the deployment and API tests.
 
-The server runs on a free loopback port with its own PREFECT_HOME and analytics off; the
-worker polls every 2 s. Both are stopped at the end: the worker needs a second SIGTERM.
+The server runs on a free loopback port with its own PREFECT_HOME and analytics off; flows the
+tests call report to it, and the stack (prefect.yaml deployed, a worker polling every 2 s) uses it
+when a test first needs one. Both are stopped at the end: the worker needs a second SIGTERM.
 """
 from __future__ import annotations
 
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,16 +53,54 @@ class PrefectStack:
             self.workers.remove(proc)
 
 
-def start_stack(home: Path):
-    """Start server and one worker, deploy prefect.yaml; returns (stack, stop function)."""
-    server = LocalPrefectServer.start(home, {"PREFECT_WORKER_QUERY_SECONDS": "2", "MA_PROJECT_DIR": str(PROJECT),
-                                             "PREFECT_LOGGING_LEVEL": "INFO"})
+STACK_ENV = {"PREFECT_WORKER_QUERY_SECONDS": "2", "MA_PROJECT_DIR": str(PROJECT), "PREFECT_LOGGING_LEVEL": "INFO"}
+
+
+def launch_server() -> LocalPrefectServer:
+    """Start a server in a temporary home without waiting for it; this process's Prefect clients and
+    the subprocesses it starts use it (stop() removes the home)."""
+    server = LocalPrefectServer.launch(Path(tempfile.mkdtemp(prefix="ma-test-prefect-")), STACK_ENV)
+    os.environ["PREFECT_API_URL"] = server.api_url  # read where Prefect is imported after this
+    stop = server.stop
+
+    def stop_and_clean() -> None:
+        stop()
+        shutil.rmtree(server.home, ignore_errors=True)
+    server.stop = stop_and_clean
+    return server
+
+
+@contextmanager
+def reporting_to(server: LocalPrefectServer):
+    """Flows called in this process report to `server`, in every thread, as under Prefect's
+    prefect_test_harness (whose private global-settings switch this borrows); logs and events are
+    sent before it ends."""
+    from prefect.context import _temporary_global_settings_context, get_settings_context
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    server.wait_healthy()
+    with temporary_settings({PREFECT_API_URL: server.api_url}), \
+            _temporary_global_settings_context(get_settings_context()):
+        yield
+        APILogWorker.drain_all(timeout=10)
+        EventsWorker.drain_all(timeout=10)
+
+
+def start_stack(home: Path, server: LocalPrefectServer | None = None):
+    """Deploy prefect.yaml and start one worker on `server` (a server of its own in `home` if None);
+    returns (stack, stop function)."""
+    owned = server is None
+    if owned:
+        server = LocalPrefectServer.start(home, STACK_ENV)
+    home.mkdir(parents=True, exist_ok=True)
     stack = PrefectStack(server.api_url, server.env, home, [])
 
     def stop() -> None:
         for w in list(stack.workers):
             stack.stop_worker(w)
-        server.stop()
+        if owned:
+            server.stop()
     try:
         deployed = subprocess.run([sys.executable, "-m", "deployments.setup"], env=server.env, cwd=PROJECT,
                                   capture_output=True, text=True, timeout=300)
