@@ -23,11 +23,31 @@ def prefect(*args: str, check: bool = True) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
+def register_block_types() -> None:
+    """What `prefect block register -m blocks` does, without starting another Prefect CLI."""
+    import blocks
+    for name in blocks.__all__:
+        getattr(blocks, name).register_type_and_schema()
+
+
+def ensure_work_pool(pool: str) -> None:
+    """A process work pool named `pool` with Prefect's default job template, unless one exists."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.workers.process import ProcessWorker
+    template = ProcessWorker.get_default_base_job_template()
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process", base_job_template=template))
+        except ObjectAlreadyExists:
+            pass
+
+
 def main() -> None:
-    prefect("block", "register", "-m", "blocks")
+    register_block_types()
     pool = pool_name()
-    if prefect("work-pool", "inspect", pool, check=False).returncode != 0:
-        prefect("work-pool", "create", pool, "--type", "process")
+    ensure_work_pool(pool)
     done = prefect("deploy", "--all")
     print(done.stdout[-2000:])
     print(f"deployed every flow in prefect.yaml to work pool {pool!r}")
