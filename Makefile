@@ -26,7 +26,7 @@ install: $(BIN)/migration-assistant
 demo: install
 	$(BIN)/migration-assistant demo
 
-test: install   ## two xdist workers, a test file at a time; each starts its own Prefect server when a file needs one
+test: install   ## two xdist workers, a test file at a time; each starts one Prefect server (tests/prefect_server.py)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: install

@@ -143,7 +143,7 @@ static int hash_numeric(const unsigned char *p, uint32_t len, uint64_t seed, uin
         *out = seed - 1;  /* zero */
         return 0;
     }
-    while (be16(d + 2 * (end - 1)) == 0) end--;
+    while (end > start && be16(d + 2 * (end - 1)) == 0) end--;
     unsigned char small[512], *digits = small;
     uint32_t nbytes = 2u * (end - start);
     if (nbytes > sizeof small) {
@@ -232,7 +232,7 @@ typedef struct {
 
 /* Bytes in the next unit at p (n available): its full length when complete, else 0 with *need
  * set to the bytes needed to learn more; -1 on a malformed stream. */
-static long unit_length(CopyHasher *self, const unsigned char *p, size_t n, size_t *need) {
+static Py_ssize_t unit_length(CopyHasher *self, const unsigned char *p, size_t n, size_t *need) {
     if (!self->header_done) {
         *need = 19;
         if (n < 19) return 0;
@@ -242,7 +242,7 @@ static long unit_length(CopyHasher *self, const unsigned char *p, size_t n, size
         if (extension < 0 || extension > MAX_FIELD) { self->error = "a bad header extension length"; return -1; }
         size_t total = 19 + (size_t)extension;
         *need = total;
-        return n >= total ? (long)total : 0;
+        return n >= total ? (Py_ssize_t)total : 0;
     }
     *need = 2;
     if (n < 2) return 0;
@@ -259,7 +259,7 @@ static long unit_length(CopyHasher *self, const unsigned char *p, size_t n, size
         if (len > 0) at += (size_t)len;
     }
     *need = at;
-    return n >= at ? (long)at : 0;
+    return n >= at ? (Py_ssize_t)at : 0;
 }
 
 /* Hash the complete unit at p (length len, from unit_length). */
@@ -269,6 +269,8 @@ static int take_unit(CopyHasher *self, const unsigned char *p, size_t len) {
     uint64_t row = 0;
     size_t at = 2;
     for (int i = 0; i < self->ncols; i++) {
+        /* unit_length checked these bounds; checked again in case the caller's buffer changed since */
+        if (at + 4 > len) { self->error = "a value past its row's end"; return -1; }
         int32_t vlen = (int32_t)be32(p + at);
         at += 4;
         if (vlen == -1) { row ^= self->nulls[i]; continue; }
@@ -302,7 +304,7 @@ static int carry_reserve(CopyHasher *self, size_t size) {
 /* Feed n bytes; 0 or -1 with self->error set. Runs without the GIL. */
 static int feed(CopyHasher *self, const unsigned char *p, size_t n) {
     size_t need;
-    long len;
+    Py_ssize_t len;
     while (self->carry_len && n) {  /* finish the unit the previous piece left open */
         len = unit_length(self, self->carry, self->carry_len, &need);
         if (len < 0) return -1;
@@ -390,7 +392,7 @@ static int CopyHasher_init(CopyHasher *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*O", names, &kinds, &nulls)) return -1;
-    PyObject *seq = PySequence_Fast(nulls, "null_hashes must be a sequence of integers");
+    PyObject *seq = PySequence_Tuple(nulls);  /* a copy no __index__ below can shrink */
     int ok = seq != NULL;
     if (ok && (kinds.len < 1 || kinds.len > 1600 || PySequence_Fast_GET_SIZE(seq) != kinds.len)) {
         PyErr_SetString(PyExc_ValueError, "1 to 1600 columns (PostgreSQL's most), one NULL hash for each");

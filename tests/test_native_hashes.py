@@ -76,6 +76,21 @@ def test_a_hasher_takes_one_set_of_columns_once():
         _hashes.CopyHasher.__new__(_hashes.CopyHasher).update(HEADER)
 
 
+def test_null_hashes_that_shrink_while_read_are_read_as_given():
+    """An integer whose conversion empties the list it came from (a crash when the list was read in place)."""
+    nulls: list = []
+
+    class Shrinking:
+        def __index__(self) -> int:
+            nulls.clear()
+            return 7
+
+    nulls[:] = [Shrinking(), 1]
+    hasher = _hashes.CopyHasher(bytes([8, 8]), nulls)
+    hasher.update(HEADER + _row(None, None) + TRAILER)
+    assert hasher.finish() == (1, 7 ^ 1)
+
+
 def test_array_hashes_refuse_positions_outside_the_data():
     data, out = np.frombuffer(b"abcdef", np.uint8), np.empty(1, np.uint64)
     for starts, lengths in ([2**63 - 1], [1]), ([4], [3]), ([-1], [1]):
