@@ -94,6 +94,9 @@ def _plan_and_migrate(source, destination, names, run_id, mode, watermark_column
     for p in plans:
         if p.casts:
             log.warning("Table %s: lossy casts applied: %s", p.table, p.casts)
+        if p.source_schema.chunk_key is None:
+            log.info("Table %s: its primary key does not begin with an integer column, so it is copied and "
+                     "verified as one chunk (no parallelism or progress within it)", p.table)
     work_tables = [p.staging for p in plans]
     try:
         return _copy_verify_publish(source, destination, plans, run_id, mode, detect_deletes,

@@ -42,7 +42,8 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     server = config.stash.get(PREFECT_SERVER, None)
     if server is not None:
-        server.stop()
+        from tests.prefect_server import discard_server
+        discard_server(server)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -58,16 +58,15 @@ STACK_ENV = {"PREFECT_WORKER_QUERY_SECONDS": "2", "MA_PROJECT_DIR": str(PROJECT)
 
 def launch_server() -> LocalPrefectServer:
     """Start a server in a temporary home without waiting for it; this process's Prefect clients and
-    the subprocesses it starts use it (stop() removes the home)."""
+    the subprocesses it starts use it."""
     server = LocalPrefectServer.launch(Path(tempfile.mkdtemp(prefix="ma-test-prefect-")), STACK_ENV)
     os.environ["PREFECT_API_URL"] = server.api_url  # read where Prefect is imported after this
-    stop = server.stop
-
-    def stop_and_clean() -> None:
-        stop()
-        shutil.rmtree(server.home, ignore_errors=True)
-    server.stop = stop_and_clean
     return server
+
+
+def discard_server(server: LocalPrefectServer) -> None:
+    server.stop()
+    shutil.rmtree(server.home, ignore_errors=True)
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""How a table is split into chunks: by ranges of its primary key's leading integer column."""
+"""How a table is split into chunks: by ranges of its primary key's leading integer column (else one chunk)."""
 from __future__ import annotations
 
 from tasks.plan import key_chunks
@@ -34,3 +34,19 @@ def test_names_with_percent_signs_survive_chunked_mysql_reads(postgres_url, mysq
         assert conn.query('SELECT count(*), sum("k%"), max("v%s") FROM "rate%s"') == [(50, 1275, "v9")]
     finally:
         conn.close()
+
+
+def test_a_table_keyed_by_text_is_one_chunk_and_the_log_says_so(sqlite_db, caplog):
+    from flows.migrate_tables import migrate_tables
+    source, dest = sqlite_db(), sqlite_db()
+    conn = open_url(source)
+    try:
+        conn.execute("CREATE TABLE codes (code TEXT PRIMARY KEY, n INTEGER)")
+        conn.execute("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 50) "
+                     "INSERT INTO codes SELECT 'c' || i, i FROM s")
+    finally:
+        conn.close()
+    report = migrate_tables(source=source, destination=dest, tables=["codes"], chunk_rows=10)
+    assert report["rows"] == 50 and report["verdict"] == "verified"
+    assert "Table codes: 1 of 1 chunk(s) copied" in caplog.text
+    assert "codes: its primary key does not begin with an integer column" in caplog.text
