@@ -197,8 +197,10 @@ class ClickHouseConnector(SqlConnector):
 
     def swap_in(self, staging: str, target: str, backup: str | None) -> None:
         if backup:
-            self.execute(f"EXCHANGE TABLES {self.q(staging)} AND {self.q(target)}")
+            # the atomic EXCHANGE last: no moment where the old rows sit under the staging name, which
+            # a failed run's clean-up drops
             self.execute(f"RENAME TABLE {self.q(staging)} TO {self.q(backup)}")
+            self.execute(f"EXCHANGE TABLES {self.q(backup)} AND {self.q(target)}")
         else:
             self.execute(f"RENAME TABLE {self.q(staging)} TO {self.q(target)}")
 

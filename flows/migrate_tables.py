@@ -19,29 +19,29 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from connectors.base import MigrationError
 from connectors.canonical import Checksum, needs_json_canonical
-from tasks import state
 from tasks.concurrency import destination_lock
 from tasks.memory import limit_malloc_arenas, release_free_memory
 from tasks.connections import close_all, using
 from tasks.copy import ChunkResult, copy_chunk
 from tasks.plan import TablePlan
 from tasks.prepare import connect_test, create_staging, find_deleted, index_staging, plan_table
-from tasks.publish import discard, drop_run_work_tables, publish, undo
+from tasks.publish import publish, restore
 from tasks.verify import verify_chunk
 
 MAX_PARALLEL = 8
 LOG_INTERVAL = 5.0  # seconds between progress lines in the run's log
 
 
-def _drop_work_tables(flow, flow_run, state) -> None:
-    """on_cancellation / on_crashed: a run stopped from outside leaves no staging tables behind."""
+def _restore_stopped_run(flow, flow_run, state) -> None:
+    """on_cancellation / on_crashed: a run stopped from outside leaves the destination as it was
+    before the run, and no work tables behind."""
     destination = (flow_run.parameters or {}).get("destination")
     if destination:
-        drop_run_work_tables(destination, str(flow_run.id))
+        restore(destination, str(flow_run.id))
 
 
 @flow(name="migrate-tables", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL), log_prints=False,
-      on_cancellation=[_drop_work_tables], on_crashed=[_drop_work_tables])
+      on_cancellation=[_restore_stopped_run], on_crashed=[_restore_stopped_run])
 def migrate_tables(
     source: str,
     destination: str,
@@ -103,7 +103,7 @@ def _plan_and_migrate(source, destination, names, run_id, mode, watermark_column
                                     max(1, min(parallel, MAX_PARALLEL)), verify, work_tables, log)
     except BaseException:
         log.error("Run failed; restoring the destination to its state before the run")
-        _restore(destination, run_id, work_tables)
+        restore(destination, run_id, work_tables)
         raise
 
 
@@ -233,13 +233,6 @@ class TableStats:
 def _json_canonical(source: str, destination: str) -> bool:
     with using(source, destination) as (s, d):
         return needs_json_canonical(s, d)
-
-
-def _restore(destination: str, run_id: str, work_tables: list[str]) -> None:
-    with using(destination) as (dest,):
-        for rec in reversed(state.published(dest, run_id)):
-            undo(dest, rec, run_id)
-    discard(destination, work_tables)
 
 
 def _report(plans, stats, deletions, verified) -> dict:

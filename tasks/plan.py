@@ -43,6 +43,10 @@ class TablePlan:
     hashed_in_place: bool = False
 
     def row_filter(self, chunk: KeyRange) -> RowFilter:
+        """The rows of `chunk` this run moves: those changed since the last run's watermark when there
+        is one, else all of them (a full copy must not lose rows whose watermark is NULL)."""
+        if self.watermark_after is None:
+            return RowFilter(chunk)
         return RowFilter(chunk, self.watermark, self.watermark_after, self.watermark_upto)
 
     def without_chunks(self) -> "TablePlan":

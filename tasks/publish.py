@@ -54,25 +54,41 @@ def rollback_run(dest_ref: str, run_id: str) -> list[str]:
         recs = state.published(dest, run_id)
         if not recs:
             raise MigrationError(f"{dest_ref}: run {run_id} has nothing to roll back (unknown run, or already rolled back)")
+        for rec in recs:
+            later = state.published_later(dest, run_id, rec["table_name"])
+            if later:
+                raise MigrationError(f"{dest_ref}: table {rec['table_name']!r} was published again by run {later} "
+                                     f"after run {run_id}; roll back {later} first (newest first), else its rows "
+                                     f"would be lost. Nothing was rolled back")
         for rec in reversed(recs):
             undo(dest, rec, run_id)
         return [r["table_name"] for r in recs]
 
 
-@task(name="discard-staging", cache_policy=NO_CACHE, **RETRY_POLICY)
-def discard(dest_ref: str, tables: list[str]) -> None:
-    """Drop the work tables of a run that did not finish; the destination's own tables are untouched."""
+def restore(dest_ref: str, run_id: str, work_tables: list[str] | None = None) -> None:
+    """Return the destination to its state before run `run_id` (a run that failed or was stopped):
+    undo every table it published, each on its own so one failing does not stop the others, then
+    drop its work tables (None: those carrying the run's id in their names), except the ones a table
+    still published needs for a later rollback."""
+    failed = []
     with using(dest_ref) as (dest,):
-        for t in tables:
-            with contextlib.suppress(MigrationError):
-                dest.drop_table(t)
+        for rec in reversed(state.published(dest, run_id)):
+            try:
+                undo(dest, rec, run_id)
+            except Exception as exc:
+                failed.append((rec, exc))
+        kept = {t for rec, _ in failed for t in (rec["staging"], rec["backup"], rec["deleted"]) if t}
+        for t in _run_work_tables(dest, run_id) if work_tables is None else work_tables:
+            if t not in kept:
+                with contextlib.suppress(MigrationError):
+                    dest.drop_table(t)
+    if failed:
+        raise MigrationError(f"run {run_id}: could not restore {', '.join(rec['table_name'] for rec, _ in failed)} "
+                             f"({'; '.join(str(exc) for _, exc in failed)}); its work tables are kept: "
+                             f"retry with `migration-assistant rollback DESTINATION {run_id}`")
 
 
-def drop_run_work_tables(dest_ref: str, run_id: str) -> list[str]:
-    """Drop the staging and deleted-keys tables of an unfinished run (they carry its id in their name)."""
+def _run_work_tables(dest: Connector, run_id: str) -> list[str]:
+    """The staging and deleted-keys tables of a run (they carry its id in their name)."""
     tag = run_id.replace("-", "")[:8]
-    with using(dest_ref) as (dest,):
-        doomed = [t for t in dest.list_tables() if t.endswith((f"__stage_{tag}", f"__deleted_{tag}"))]
-        for t in doomed:
-            dest.drop_table(t)
-    return doomed
+    return [t for t in dest.list_tables() if t.endswith((f"__stage_{tag}", f"__deleted_{tag}"))]

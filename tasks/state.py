@@ -51,6 +51,18 @@ def published(conn: Connector, run_id: str) -> list[dict]:
     return [r for r in rows if r["status"] == "published" and r["table_name"] not in undone]
 
 
+def published_later(conn: Connector, run_id: str, table: str) -> str | None:
+    """The newest run that published `table` after `run_id` did and still stands, if any."""
+    rows = [r for r in records(conn) if r["table_name"] == table]
+    undone = {r["run_id"] for r in rows if r["status"] == "rolled_back"}
+    mine = [i for i, r in enumerate(rows) if r["run_id"] == run_id and r["status"] == "published"]
+    if not mine:
+        return None
+    later = [r["run_id"] for r in rows[mine[-1] + 1:]
+             if r["status"] == "published" and r["run_id"] != run_id and r["run_id"] not in undone]
+    return later[-1] if later else None
+
+
 def last_watermark(conn: Connector, table: str, column: str):
     rows = records(conn)
     undone = {(r["run_id"], r["table_name"]) for r in rows if r["status"] == "rolled_back"}

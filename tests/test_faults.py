@@ -17,7 +17,7 @@ from tasks.state import LEDGER
 from tasks.verify import compare_tables
 from connectors.base import Column, TableSchema
 from tests.conftest import make_endpoint
-from tests.helpers import create_table, list_tables, open_url
+from tests.helpers import create_table, list_tables, open_url, read_rows
 
 
 def _pg_source(url: str, rows: int) -> None:
@@ -167,3 +167,43 @@ def test_rollback_of_first_run_removes_the_table_it_created(postgres_db):
     run = migrate_tables(source=source, destination=destination, tables=["events"])
     rollback_migration(destination=destination, run_id=run["run_id"])
     assert [t for t in list_tables(destination) if t != LEDGER] == []
+
+
+@pytest.mark.parametrize("dst", ["sqlite", "clickhouse"])
+def test_an_older_run_is_rolled_back_only_after_the_runs_that_followed_it(request, sqlite_url, dst):
+    """Undoing run 2 while run 3 stands would put run 1's rows back under run 3's: refused, nothing changed."""
+    destination = make_endpoint(request, dst)
+    schema = TableSchema("items", (Column("id", "int64", nullable=False), Column("name", "string")), ("id",))
+    runs, states = [], []
+    for version in range(3):
+        create_table(sqlite_url, schema, [{"id": i, "name": f"v{version}-{i}"} for i in range(1, 4 + version)])
+        runs.append(migrate_tables(source=sqlite_url, destination=destination, tables=["items"])["run_id"])
+        states.append(read_rows(destination, schema))
+    with pytest.raises(MigrationError, match=f"published again by run {runs[2]}.*Nothing was rolled back"):
+        rollback_migration(destination=destination, run_id=runs[1])
+    assert read_rows(destination, schema) == states[2]
+    rollback_migration(destination=destination, run_id=runs[2])
+    assert read_rows(destination, schema) == states[1]
+    rollback_migration(destination=destination, run_id=runs[1])
+    assert read_rows(destination, schema) == states[0]
+
+
+def test_a_stopped_run_is_undone_even_where_it_had_published(sqlite_db):
+    """What the cancel and crash hooks do (tasks.publish.restore, by run id): tables the run already
+    published go back to their state before it, and its work tables are dropped."""
+    from tasks.publish import restore
+    source, dest = sqlite_db(), sqlite_db()
+    schema = TableSchema("items", (Column("id", "int64", nullable=False), Column("name", "string"),
+                                   Column("updated_at", "int64")), ("id",))
+    run = dict(source=source, destination=dest, tables=["items"], mode="incremental", watermark_column="updated_at")
+    create_table(source, schema, [{"id": i, "name": f"n{i}", "updated_at": 1} for i in range(1, 6)])
+    migrate_tables(**run)
+    before = read_rows(dest, schema)
+    create_table(source, schema, [{"id": i, "name": f"m{i}", "updated_at": 2 if i % 2 else 1} for i in range(1, 9)])
+    second = migrate_tables(**run)
+    assert second["rows"] == 4 and read_rows(dest, schema) != before  # ids 1, 3, 5, 7 changed since the watermark
+
+    restore(dest, second["run_id"])
+
+    assert read_rows(dest, schema) == before
+    assert sorted(list_tables(dest)) == sorted(["items", LEDGER])

@@ -141,3 +141,20 @@ def test_sqlite_composite_key_with_null_leading_values_loses_no_row(sqlite_db):
         with sqlite3.connect(url.removeprefix("sqlite:///")) as c:
             rows.append(c.execute("SELECT order_id, line_no, sku FROM order_lines ORDER BY order_id, line_no").fetchall())
     assert rows[1] == rows[0] and (None, 2, "orphan") in rows[1]
+
+
+@pytest.mark.parametrize("mode", ["full", "incremental"])
+def test_rows_whose_watermark_is_null_are_copied_by_a_full_copy(sqlite_db, mode):
+    """A full run, and the first incremental run, copy every row; later incremental runs take rows
+    changed since the watermark (a NULL watermark never is) and move nothing when nothing changed."""
+    from tests.helpers import create_table
+    source, dest = sqlite_db(), sqlite_db()
+    schema = TableSchema("items", (Column("id", "int64", nullable=False), Column("updated_at", "int64")), ("id",))
+    rows = [{"id": 1, "updated_at": 10}, {"id": 2, "updated_at": None}, {"id": 3, "updated_at": 30}]
+    create_table(source, schema, rows)
+    run = dict(source=source, destination=dest, tables=["items"], mode=mode, watermark_column="updated_at")
+    first = migrate_tables(**run)
+    assert first["rows"] == 3 and first["verdict"] == "verified"
+    assert read_rows(dest, schema) == rows
+    if mode == "incremental":
+        assert migrate_tables(**run)["rows"] == 0
