@@ -5,6 +5,7 @@ with the destination untouched.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field, replace
 
@@ -56,9 +57,13 @@ class TablePlan:
 
 
 def work_table_name(table: str, role: str, run_id: str) -> str:
-    """staging/backup names: recognisable, unique per run, within every engine's 63-char limit."""
+    """staging/backup names: recognisable, unique per run, within every engine's 63-char limit. A
+    name cut short carries a hash of the whole name, so two long names alike at the start differ."""
     suffix = f"__{role}_{run_id.replace('-', '')[:8]}"
-    return table[: 63 - len(suffix)] + suffix
+    if len(table) + len(suffix) <= 63:
+        return table + suffix
+    digest = hashlib.sha256(table.encode()).hexdigest()[:8]
+    return f"{table[: 63 - len(suffix) - 9]}_{digest}{suffix}"
 
 
 def destination_schema(schema: TableSchema, dest: Connector, casts: list[str]) -> tuple[TableSchema, dict[str, str]]:

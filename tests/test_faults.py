@@ -207,3 +207,16 @@ def test_a_stopped_run_is_undone_even_where_it_had_published(sqlite_db):
 
     assert read_rows(dest, schema) == before
     assert sorted(list_tables(dest)) == sorted(["items", LEDGER])
+
+
+def test_tables_whose_long_names_differ_only_at_the_end_move_in_one_run(sqlite_db):
+    """Work-table names are cut to fit 63 characters; two names alike for 60 must not share a staging table."""
+    source, dest = sqlite_db(), sqlite_db()
+    names = ["orders_archive_of_the_northern_region_warehouse_before_migration_" + tail for tail in ("a", "b")]
+    schemas = [TableSchema(n, (Column("id", "int64", nullable=False), Column("v", "string")), ("id",)) for n in names]
+    for i, schema in enumerate(schemas):
+        create_table(source, schema, [{"id": k, "v": f"{schema.name[-1]}{k}"} for k in range(1, 11 + i)])
+    report = migrate_tables(source=source, destination=dest, tables=names)
+    assert report["rows"] == 21 and report["verdict"] == "verified"
+    for schema in schemas:
+        assert read_rows(dest, schema) == read_rows(source, schema)
