@@ -167,10 +167,14 @@ class SqlConnector:
         t, s, b, k = self.q(target), self.q(staging), self.q(backup), self.names_sql(keys)
         touched = f"SELECT {k} FROM {s}" + (f" UNION ALL SELECT {k} FROM {self.q(deleted)}" if deleted else "")
         return [
-            f"INSERT INTO {b} SELECT * FROM {t} WHERE ({k}) IN ({touched})",
-            f"DELETE FROM {t} WHERE ({k}) IN ({touched})",
+            f"INSERT INTO {b} SELECT * FROM {t} WHERE {self.keys_in_sql(target, keys, touched)}",
+            f"DELETE FROM {t} WHERE {self.keys_in_sql(target, keys, touched)}",
             f"INSERT INTO {t} SELECT * FROM {s}",
         ]
+
+    def keys_in_sql(self, table: str, keys: Sequence[str], select_sql: str) -> str:
+        """A condition on rows of `table`: their key is among those `select_sql` returns."""
+        return f"({self.names_sql(keys)}) IN ({select_sql})"
 
     def apply_upsert(self, target: str, staging: str, backup: str, keys: Sequence[str], deleted: str | None) -> None:
         """Replace rows of `target` by those of `staging` with the same primary key (all its columns),
@@ -185,8 +189,8 @@ class SqlConnector:
 
     def _undo_delete_sql(self, target: str, staging: str, backup: str, keys: Sequence[str]) -> str:
         k = self.names_sql(keys)
-        return (f"DELETE FROM {self.q(target)} WHERE ({k}) IN "
-                f"(SELECT {k} FROM {self.q(staging)} UNION ALL SELECT {k} FROM {self.q(backup)})")
+        touched = f"SELECT {k} FROM {self.q(staging)} UNION ALL SELECT {k} FROM {self.q(backup)}"
+        return f"DELETE FROM {self.q(target)} WHERE {self.keys_in_sql(target, keys, touched)}"
 
     # --- schema migrations (DDL): engine details the engine-agnostic tasks ask for --------------
     sqlglot_dialect = "postgres"

@@ -153,6 +153,15 @@ class SQLiteConnector(SqlConnector):
                                   f"opt into the lossy cast 'uint64_as_decimal' to store it as DECIMAL(20,0)")
         return _DDL[col.type]
 
+    def keys_in_sql(self, table: str, keys, select_sql: str) -> str:
+        """SQLite lets a primary key column hold NULL, which IN never matches: a key holding one is
+        matched with IS (checked only for such rows, the rest use IN's one-off index)."""
+        t = self.q(table)
+        has_null = " OR ".join(f"{t}.{self.q(k)} IS NULL" for k in keys)
+        same = " AND ".join(f"m.{self.q(k)} IS {t}.{self.q(k)}" for k in keys)
+        return (f"({super().keys_in_sql(table, keys, select_sql)} OR (({has_null}) AND "
+                f"EXISTS (SELECT 1 FROM ({select_sql}) AS m WHERE {same})))")
+
     def create_table_like(self, existing: str, new: str) -> None:
         ddl = self.query("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", [existing])[0][0]
         body = ddl[ddl.index("("):]

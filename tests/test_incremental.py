@@ -158,3 +158,36 @@ def test_rows_whose_watermark_is_null_are_copied_by_a_full_copy(sqlite_db, mode)
     assert read_rows(dest, schema) == rows
     if mode == "incremental":
         assert migrate_tables(**run)["rows"] == 0
+
+
+def test_a_sqlite_key_holding_null_is_replaced_and_restored_not_duplicated(sqlite_db):
+    """SQLite lets a composite primary key hold NULL; the upsert and its rollback match such keys too."""
+    from tests.helpers import open_url
+    source, dest = sqlite_db(), sqlite_db()
+
+    def source_sql(*statements: str) -> None:
+        conn = open_url(source)
+        try:
+            for statement in statements:
+                conn.execute(statement)
+        finally:
+            conn.close()
+
+    def dest_rows() -> list:
+        conn = open_url(dest)
+        try:
+            return conn.query("SELECT a, b, v FROM pairs ORDER BY a, b")
+        finally:
+            conn.close()
+
+    source_sql("CREATE TABLE pairs (a INTEGER, b INTEGER, v TEXT, updated_at INTEGER, PRIMARY KEY (a, b))",
+               "INSERT INTO pairs VALUES (1, NULL, 'old', 1), (1, 2, 'x', 1)")
+    run = dict(source=source, destination=dest, tables=["pairs"], mode="incremental", watermark_column="updated_at")
+    migrate_tables(**run)
+    before = dest_rows()
+    assert before == [(1, None, "old"), (1, 2, "x")]
+    source_sql("UPDATE pairs SET v = 'new', updated_at = 2 WHERE b IS NULL")
+    second = migrate_tables(**run)
+    assert second["rows"] == 1 and dest_rows() == [(1, None, "new"), (1, 2, "x")]
+    rollback_migration(destination=dest, run_id=second["run_id"])
+    assert dest_rows() == before
