@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from tasks.concurrency import destination_lock
 from tasks.connections import close_all
 from tasks.publish import rollback_run
 
@@ -11,7 +12,8 @@ from tasks.publish import rollback_run
 def rollback_migration(destination: str, run_id: str) -> list[str]:
     log = get_run_logger()
     try:
-        restored = rollback_run(destination, run_id)
+        with destination_lock(destination, 1, log):  # alone: never beside a run loading this destination
+            restored = rollback_run(destination, run_id)
     finally:
         close_all()
     log.info("Run %s rolled back; restored %s", run_id, ", ".join(restored))
