@@ -11,7 +11,7 @@ import re
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
 from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 
 def limit_name(destination: str) -> str:
@@ -25,8 +25,11 @@ def ensure_limit(name: str, slots: int) -> None:
         try:
             limit = client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
-            return
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+                return
+            except ObjectAlreadyExists:  # a run starting at the same moment made it first
+                limit = client.read_global_concurrency_limit_by_name(name)
         if limit.limit != slots:
             client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=slots))
 
