@@ -166,9 +166,10 @@ class SqlConnector:
                           deleted: str | None) -> list[str]:
         t, s, b, k = self.q(target), self.q(staging), self.q(backup), self.names_sql(keys)
         touched = f"SELECT {k} FROM {s}" + (f" UNION ALL SELECT {k} FROM {self.q(deleted)}" if deleted else "")
+        replaced = self.keys_in_sql(target, keys, touched)
         return [
-            f"INSERT INTO {b} SELECT * FROM {t} WHERE {self.keys_in_sql(target, keys, touched)}",
-            f"DELETE FROM {t} WHERE {self.keys_in_sql(target, keys, touched)}",
+            f"INSERT INTO {b} SELECT * FROM {t} WHERE {replaced}",
+            f"DELETE FROM {t} WHERE {replaced}",
             f"INSERT INTO {t} SELECT * FROM {s}",
         ]
 

@@ -54,12 +54,12 @@ def rollback_run(dest_ref: str, run_id: str) -> list[str]:
         recs = state.published(dest, run_id)
         if not recs:
             raise MigrationError(f"{dest_ref}: run {run_id} has nothing to roll back (unknown run, or already rolled back)")
-        for rec in recs:
-            later = state.published_later(dest, run_id, rec["table_name"])
-            if later:
-                raise MigrationError(f"{dest_ref}: table {rec['table_name']!r} was published again by run {later} "
-                                     f"after run {run_id}; roll back {later} first (newest first), else its rows "
-                                     f"would be lost. Nothing was rolled back")
+        later = state.published_later(dest, run_id)
+        if later:
+            table, newer = next(iter(later.items()))
+            raise MigrationError(f"{dest_ref}: table {table!r} was published again by run {newer} after run "
+                                 f"{run_id}; roll back {newer} first (newest first), else its rows would be lost. "
+                                 f"Nothing was rolled back")
         for rec in reversed(recs):
             undo(dest, rec, run_id)
         return [r["table_name"] for r in recs]
@@ -90,5 +90,5 @@ def restore(dest_ref: str, run_id: str, work_tables: list[str] | None = None) ->
 
 def _run_work_tables(dest: Connector, run_id: str) -> list[str]:
     """The staging and deleted-keys tables of a run (they carry its id in their name)."""
-    tag = run_id.replace("-", "")[:8]
-    return [t for t in dest.list_tables() if t.endswith((f"__stage_{tag}", f"__deleted_{tag}"))]
+    suffixes = tuple(work_table_name("", role, run_id) for role in ("stage", "deleted"))
+    return [t for t in dest.list_tables() if t.endswith(suffixes)]

@@ -51,16 +51,20 @@ def published(conn: Connector, run_id: str) -> list[dict]:
     return [r for r in rows if r["status"] == "published" and r["table_name"] not in undone]
 
 
-def published_later(conn: Connector, run_id: str, table: str) -> str | None:
-    """The newest run that published `table` after `run_id` did and still stands, if any."""
-    rows = [r for r in records(conn) if r["table_name"] == table]
-    undone = {r["run_id"] for r in rows if r["status"] == "rolled_back"}
-    mine = [i for i, r in enumerate(rows) if r["run_id"] == run_id and r["status"] == "published"]
-    if not mine:
-        return None
-    later = [r["run_id"] for r in rows[mine[-1] + 1:]
-             if r["status"] == "published" and r["run_id"] != run_id and r["run_id"] not in undone]
-    return later[-1] if later else None
+def published_later(conn: Connector, run_id: str) -> dict[str, str]:
+    """Table -> the newest run that published it after `run_id` did and still stands, for each
+    table `run_id` published."""
+    rows = records(conn)
+    undone = {(r["run_id"], r["table_name"]) for r in rows if r["status"] == "rolled_back"}
+    later: dict[str, str] = {}
+    for r in rows:  # in the order recorded
+        if r["status"] != "published" or (r["run_id"], r["table_name"]) in undone:
+            continue
+        if r["run_id"] == run_id:
+            later[r["table_name"]] = ""
+        elif r["table_name"] in later:
+            later[r["table_name"]] = r["run_id"]
+    return {t: run for t, run in later.items() if run}
 
 
 def last_watermark(conn: Connector, table: str, column: str):
