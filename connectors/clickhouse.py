@@ -24,6 +24,8 @@ _TYPES = {
     "UInt16": "uint16", "UInt32": "uint32", "UInt64": "uint64", "Float32": "float32", "Float64": "float64",
     "String": "string", "Date": "date", "Date32": "date", "UUID": "uuid", "JSON": "json",
 }
+_NIL_UUID = "00000000-0000-0000-0000-000000000000"  # a table outside an Atomic database
+
 _DDL = {
     "bool": "Bool", "int8": "Int8", "int16": "Int16", "int32": "Int32", "int64": "Int64", "uint8": "UInt8",
     "uint16": "UInt16", "uint32": "UInt32", "uint64": "UInt64", "float32": "Float32", "float64": "Float64",
@@ -180,11 +182,11 @@ class ClickHouseConnector(SqlConnector):
         return _DDL[col.type]
 
     def create_table(self, schema: TableSchema, with_key: bool = True) -> None:
-        cols = ", ".join(self._column_definition(c, schema) for c in schema.columns)
+        cols = ", ".join(self.column_definition(c, schema) for c in schema.columns)
         order = ", ".join(self.q(k) for k in schema.primary_key) or ""
         self.execute(f"CREATE TABLE {self.q(schema.name)} ({cols}) ENGINE = MergeTree ORDER BY ({order})")
 
-    def _column_definition(self, col: Column, schema: TableSchema) -> str:
+    def column_definition(self, col: Column, schema: TableSchema) -> str:
         ddl = self.column_ddl(col)
         if col.nullable and col.name not in schema.primary_key:
             ddl = f"Nullable({ddl})"
@@ -198,30 +200,27 @@ class ClickHouseConnector(SqlConnector):
     def swap_in(self, staging: str, target: str, backup: str | None) -> None:
         if backup:
             # the atomic EXCHANGE last: no moment where the old rows sit under the staging name, which
-            # a failed run's clean-up drops
+            # a failed run's clean-up drops. Between the two, the new rows sit under `backup`:
+            # table_id tells an undo which table holds them
             self.execute(f"RENAME TABLE {self.q(staging)} TO {self.q(backup)}")
             self.execute(f"EXCHANGE TABLES {self.q(backup)} AND {self.q(target)}")
         else:
             self.execute(f"RENAME TABLE {self.q(staging)} TO {self.q(target)}")
 
-    def delete_range(self, table: str, where) -> None:
-        if self.count_rows(table, where):
-            cond, params = self.range_sql(where)
-            self.execute(f"ALTER TABLE {self.q(table)} DELETE WHERE {cond} SETTINGS mutations_sync = 2", params)
+    def table_id(self, table: str) -> str | None:
+        """The table's UUID (Atomic databases): it stays with the rows through RENAME and EXCHANGE."""
+        rows = self.query("SELECT toString(uuid) FROM system.tables WHERE database = currentDatabase() AND name = %s",
+                          [table])
+        return rows[0][0] if rows and rows[0][0] != _NIL_UUID else None
 
-    def upsert_statements(self, target, staging, backup, keys, deleted) -> list[str]:
-        return [self._as_mutation(target, s) for s in super().upsert_statements(target, staging, backup, keys, deleted)]
+    def table_named_by_id(self, table_id: str) -> str | None:
+        rows = self.query("SELECT name FROM system.tables WHERE database = currentDatabase() AND toString(uuid) = %s",
+                          [table_id])
+        return rows[0][0] if rows else None
 
-    def undo_upsert(self, target: str, staging: str, backup: str, keys) -> None:
-        self.execute(self._as_mutation(target, self._undo_delete_sql(target, staging, backup, keys)))
-        self.execute(f"INSERT INTO {self.q(target)} SELECT * FROM {self.q(backup)}")
-
-    def _as_mutation(self, target: str, statement: str) -> str:
-        """DELETE FROM t WHERE ... as ClickHouse's mutation, waited for."""
-        if not statement.startswith("DELETE"):
-            return statement
-        return statement.replace(f"DELETE FROM {self.q(target)} WHERE", f"ALTER TABLE {self.q(target)} DELETE WHERE") + \
-            " SETTINGS mutations_sync = 2"
+    def delete_sql(self, table: str, condition: str) -> str:
+        """ClickHouse's DELETE is a mutation, waited for."""
+        return f"ALTER TABLE {self.q(table)} DELETE WHERE {condition} SETTINGS mutations_sync = 2"
 
     # --- data -----------------------------------------------------------------
     def _select_expr(self, col: Column) -> str:

@@ -91,7 +91,9 @@ class PostgresConnector(SqlConnector):
             msg = f"{self.endpoint.label}: {doing} failed: {self.endpoint.redact(str(exc).strip())}"
             if doing == "connect":
                 raise ConnectionFailed(msg) from None
-            if isinstance(exc, (adbc_errors.OperationalError, adbc_errors.InterfaceError)):
+            state = getattr(exc, "sqlstate", None)  # ADBC files every server error as OperationalError
+            if state in TRANSIENT_SQLSTATES or (not state and isinstance(exc, (adbc_errors.OperationalError,
+                                                                                adbc_errors.InterfaceError))):
                 raise TransientError(msg) from None
             raise MigrationError(msg) from None
 

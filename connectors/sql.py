@@ -5,7 +5,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import pyarrow as pa
 
-from connectors.base import DdlLock, KeyRange, RowFilter, TableSchema
+from connectors.base import Column, DdlLock, KeyRange, RowFilter, TableSchema
 
 
 class SqlConnector:
@@ -136,7 +136,7 @@ class SqlConnector:
     def delete_range(self, table: str, where: KeyRange) -> None:
         if self.count_rows(table, where):
             cond, params = self.range_sql(where)
-            self.execute(f"DELETE FROM {self.q(table)} WHERE {cond}", params)
+            self.execute(self.delete_sql(table, cond), params)
 
     defer_primary_key = False  # True where loading first and indexing after is faster
 
@@ -144,11 +144,16 @@ class SqlConnector:
         self.execute(f"ALTER TABLE {self.q(table)} ADD PRIMARY KEY ({', '.join(self.q(c) for c in columns)})")
 
     def create_table(self, schema: TableSchema, with_key: bool = True) -> None:
-        cols = [f"{self.q(c.name)} {self.column_ddl(c)}{'' if c.nullable else ' NOT NULL'}{self.column_note(c)}"
-                for c in schema.columns]
+        cols = [self.column_definition(c, schema) for c in schema.columns]
         if schema.primary_key and with_key:
             cols.append(f"PRIMARY KEY ({', '.join(self.q(k) for k in schema.primary_key)})")
         self.execute(f"CREATE TABLE {self.q(schema.name)} ({', '.join(cols)})")
+
+    def column_definition(self, col: Column, schema: TableSchema) -> str:
+        return f"{self.q(col.name)} {self.column_ddl(col)}{'' if col.nullable else ' NOT NULL'}{self.column_note(col)}"
+
+    def add_column(self, table: str, col: Column) -> None:
+        self.execute(f"ALTER TABLE {self.q(table)} ADD COLUMN {self.column_definition(col, TableSchema(table, (col,)))}")
 
     def column_note(self, col) -> str:
         """DDL after a column's type that records a logical type the engine's own type loses."""
@@ -162,36 +167,48 @@ class SqlConnector:
         statements.append(f"ALTER TABLE {self.q(staging)} RENAME TO {self.q(target)}")
         self.transaction(statements)
 
-    def upsert_statements(self, target: str, staging: str, backup: str, keys: Sequence[str],
-                          deleted: str | None) -> list[str]:
-        t, s, b, k = self.q(target), self.q(staging), self.q(backup), self.names_sql(keys)
-        touched = f"SELECT {k} FROM {s}" + (f" UNION ALL SELECT {k} FROM {self.q(deleted)}" if deleted else "")
-        replaced = self.keys_in_sql(target, keys, touched)
-        return [
-            f"INSERT INTO {b} SELECT * FROM {t} WHERE {replaced}",
-            f"DELETE FROM {t} WHERE {replaced}",
-            f"INSERT INTO {t} SELECT * FROM {s}",
-        ]
+    def table_id(self, table: str) -> str | None:
+        """What identifies a table's rows through renames, for engines whose swap is more than one
+        atomic statement (ClickHouse); None here, where the table names alone tell how far a swap got."""
+        return None
+
+    def table_named_by_id(self, table_id: str) -> str | None:
+        raise NotImplementedError(f"{self.engine} tables have no identity apart from their names")
+
+    def save_prior_rows(self, target: str, staging: str, backup: str, keys: Sequence[str], deleted: str | None) -> None:
+        """Copy into a new table `backup` the rows of `target` that an upsert of `staging` (and of the
+        `deleted` keys) replaces: what undo_upsert puts back."""
+        self.create_table_like(target, backup)
+        self.execute(f"INSERT INTO {self.q(backup)} SELECT * FROM {self.q(target)} "
+                     f"WHERE {self._touched_sql(target, staging, keys, deleted)}")
+
+    def apply_upsert(self, target: str, staging: str, keys: Sequence[str], deleted: str | None) -> None:
+        """Replace rows of `target` by those of `staging` with the same primary key (all its columns),
+        and drop the `deleted` keys; one transaction where the engine has them."""
+        self.transaction(self.upsert_statements(target, staging, keys, deleted))
+
+    def upsert_statements(self, target: str, staging: str, keys: Sequence[str], deleted: str | None) -> list[str]:
+        return [self.delete_sql(target, self._touched_sql(target, staging, keys, deleted)),
+                f"INSERT INTO {self.q(target)} SELECT * FROM {self.q(staging)}"]
+
+    def delete_sql(self, table: str, condition: str) -> str:
+        return f"DELETE FROM {self.q(table)} WHERE {condition}"
+
+    def _touched_sql(self, target: str, staging: str, keys: Sequence[str], deleted: str | None) -> str:
+        """A condition on rows of `target`: their key is in `staging` or in `deleted`."""
+        k = self.names_sql(keys)
+        touched = f"SELECT {k} FROM {self.q(staging)}" + (f" UNION ALL SELECT {k} FROM {self.q(deleted)}" if deleted else "")
+        return self.keys_in_sql(target, keys, touched)
 
     def keys_in_sql(self, table: str, keys: Sequence[str], select_sql: str) -> str:
         """A condition on rows of `table`: their key is among those `select_sql` returns."""
         return f"({self.names_sql(keys)}) IN ({select_sql})"
 
-    def apply_upsert(self, target: str, staging: str, backup: str, keys: Sequence[str], deleted: str | None) -> None:
-        """Replace rows of `target` by those of `staging` with the same primary key (all its columns),
-        drop the `deleted` keys; prior rows go to `backup`."""
-        self.create_table_like(target, backup)
-        self.transaction(self.upsert_statements(target, staging, backup, keys, deleted))
-
     def undo_upsert(self, target: str, staging: str, backup: str, keys: Sequence[str]) -> None:
-        """Return `target` to its state before `apply_upsert`."""
-        self.transaction([self._undo_delete_sql(target, staging, backup, keys),
-                          f"INSERT INTO {self.q(target)} SELECT * FROM {self.q(backup)}"])
-
-    def _undo_delete_sql(self, target: str, staging: str, backup: str, keys: Sequence[str]) -> str:
-        k = self.names_sql(keys)
-        touched = f"SELECT {k} FROM {self.q(staging)} UNION ALL SELECT {k} FROM {self.q(backup)}"
-        return f"DELETE FROM {self.q(target)} WHERE {self.keys_in_sql(target, keys, touched)}"
+        """Return `target` to its state before `apply_upsert`, from the rows save_prior_rows kept. Right
+        however far apply_upsert got (even not at all), and when repeated."""
+        replaced = self._touched_sql(target, staging, keys, backup)  # the rows upserted, and those it removed
+        self.transaction([self.delete_sql(target, replaced), f"INSERT INTO {self.q(target)} SELECT * FROM {self.q(backup)}"])
 
     # --- schema migrations (DDL): engine details the engine-agnostic tasks ask for --------------
     sqlglot_dialect = "postgres"

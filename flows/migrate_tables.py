@@ -97,7 +97,8 @@ def _plan_and_migrate(source, destination, names, run_id, mode, watermark_column
         if p.source_schema.chunk_key is None:
             log.info("Table %s: its primary key does not begin with an integer column, so it is copied and "
                      "verified as one chunk (no parallelism or progress within it)", p.table)
-    work_tables = [p.staging for p in plans]
+    # a backup exists without a ledger record only when a publish stopped before its first record
+    work_tables = [p.staging for p in plans] + [p.backup for p in plans]
     try:
         return _copy_verify_publish(source, destination, plans, run_id, mode, detect_deletes,
                                     max(1, min(parallel, MAX_PARALLEL)), verify, work_tables, log)

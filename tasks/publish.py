@@ -15,36 +15,75 @@ from tasks.retry import RETRY_POLICY
 
 @task(name="publish", cache_policy=NO_CACHE, task_run_name="publish {plan.target}")
 def publish(dest_ref: str, plan: TablePlan, run_id: str, deleted: str | None, watermark) -> None:
-    """Full: swap staging in atomically, the old table kept as backup. Incremental: upsert, prior rows kept."""
+    """Full: swap staging in atomically, the old table kept as backup. Incremental: upsert, prior rows kept.
+
+    The ledger says "publishing" before the target changes and "published" after, so a run stopped
+    in between (or whose second ledger write fails) is still undone by `undo`.
+    """
     with using(dest_ref) as (dest,):
-        if plan.mode == "full" or not plan.target_existed:
-            dest.swap_in(plan.staging, plan.target, plan.backup if plan.target_existed else None)
-            kind = "full"
-        else:
-            dest.apply_upsert(plan.target, plan.staging, plan.backup, plan.source_schema.primary_key, deleted)
-            kind = "incremental"
-        state.record(dest, run_id=run_id, table_name=plan.target, mode=kind, target_existed=plan.target_existed,
-                     backup=plan.backup if plan.target_existed else None, staging=plan.staging, deleted=deleted,
+        entry = dict(run_id=run_id, table_name=plan.target, target_existed=plan.target_existed, staging=plan.staging,
+                     backup=plan.backup if plan.target_existed else None, deleted=deleted,
                      key_column=state.encode_keys(plan.source_schema.primary_key), watermark_column=plan.watermark,
-                     watermark=state.encode_watermark(watermark), status="published")
+                     watermark=state.encode_watermark(watermark))
+        if plan.mode == "full" or not plan.target_existed:
+            entry.update(mode="full", staging_id=dest.table_id(plan.staging))
+            state.record(dest, **entry, status="publishing")
+            dest.swap_in(plan.staging, plan.target, entry["backup"])
+        else:
+            entry.update(mode="incremental")
+            keys = plan.source_schema.primary_key
+            dest.save_prior_rows(plan.target, plan.staging, plan.backup, keys, deleted)
+            state.record(dest, **entry, status="publishing")  # from here undo_upsert restores the target
+            dest.apply_upsert(plan.target, plan.staging, keys, deleted)
+        state.record(dest, **entry, status="published")
 
 
 def undo(dest: Connector, rec: dict, run_id: str) -> None:
-    """Return one published table to exactly its state before the run."""
-    target = rec["table_name"]
+    """Return one table to exactly its state before the run, from its latest ledger record: also
+    right for a publish that stopped halfway, and when repeated after an undo that stopped halfway."""
     if rec["mode"] == "full":
-        if rec["target_existed"]:
-            trash = work_table_name(target, "undone", run_id)
-            dest.swap_in(rec["backup"], target, trash)
-            dest.drop_table(trash)
-        else:
-            dest.drop_table(target)
+        _undo_swap(dest, rec, work_table_name(rec["table_name"], "undone", run_id))
     else:
-        dest.undo_upsert(target, rec["staging"], rec["backup"], state.decode_keys(rec["key_column"]))
-        for t in (rec["staging"], rec["backup"], rec["deleted"]):
-            if t:
-                dest.drop_table(t)
-    state.record(dest, run_id=run_id, table_name=target, mode=rec["mode"], status="rolled_back")
+        _undo_upsert(dest, rec)
+    state.record(dest, run_id=run_id, table_name=rec["table_name"], mode=rec["mode"], status="rolled_back")
+
+
+def _undo_swap(dest: Connector, rec: dict, trash: str) -> None:
+    target, backup = rec["table_name"], rec["backup"]
+    at = _swapped_rows_at(dest, rec, trash)
+    if at in (None, rec["staging"]):
+        return  # never swapped in, or already undone
+    if at != target:  # `trash` (undone), or `backup`: a ClickHouse swap stopped between rename and exchange
+        dest.drop_table(at)
+    elif not backup:
+        dest.drop_table(target)  # the run created it
+    elif dest.table_exists(backup):
+        dest.swap_in(backup, target, trash)
+        dest.drop_table(trash)
+    else:  # an undo stopped between ClickHouse's rename and exchange: the old rows wait under `trash`
+        dest.swap_in(trash, target, backup)
+        dest.drop_table(backup)
+
+
+def _swapped_rows_at(dest: Connector, rec: dict, trash: str) -> str | None:
+    """Which table now holds the rows the run swapped in: its staging table (the swap never
+    happened), the target, `backup` or `trash` (a swap or undo stopped halfway, or done), or None."""
+    if rec.get("staging_id"):
+        return dest.table_named_by_id(rec["staging_id"])
+    # an engine whose swap is one atomic statement: the names tell
+    if dest.table_exists(rec["staging"]):
+        return rec["staging"]
+    if not rec["backup"] or dest.table_exists(rec["backup"]):
+        return rec["table_name"] if dest.table_exists(rec["table_name"]) else None
+    return trash if dest.table_exists(trash) else None
+
+
+def _undo_upsert(dest: Connector, rec: dict) -> None:
+    if dest.table_exists(rec["backup"]):  # dropped first once the target is restored
+        dest.undo_upsert(rec["table_name"], rec["staging"], rec["backup"], state.decode_keys(rec["key_column"]))
+    for t in (rec["backup"], rec["staging"], rec["deleted"]):
+        if t:
+            dest.drop_table(t)
 
 
 @task(name="rollback", cache_policy=NO_CACHE, **RETRY_POLICY)
@@ -89,6 +128,6 @@ def restore(dest_ref: str, run_id: str, work_tables: list[str] | None = None) ->
 
 
 def _run_work_tables(dest: Connector, run_id: str) -> list[str]:
-    """The staging and deleted-keys tables of a run (they carry its id in their name)."""
-    suffixes = tuple(work_table_name("", role, run_id) for role in ("stage", "deleted"))
+    """The staging, backup and deleted-keys tables of a run (they carry its id in their name)."""
+    suffixes = tuple(work_table_name("", role, run_id) for role in ("stage", "backup", "deleted"))
     return [t for t in dest.list_tables() if t.endswith(suffixes)]

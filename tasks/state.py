@@ -20,12 +20,22 @@ LEDGER_SCHEMA = TableSchema(LEDGER, (
     Column("target_existed", "bool"), Column("backup", "string"), Column("staging", "string"),
     Column("deleted", "string"), Column("key_column", "string"), Column("watermark_column", "string"),
     Column("watermark", "string"), Column("status", "string", False), Column("recorded_at", "timestamptz", False),
+    Column("staging_id", "string"),  # Connector.table_id of the staging table a full run swaps in
 ))
+# a table's records in one run: "publishing" before its publish begins, "published" once it is done,
+# "rolled_back" once undone; the furthest one reached tells its state
+_PROGRESS = {"publishing": 0, "published": 1, "rolled_back": 2}
 
 
 def ensure(conn: Connector) -> None:
+    """The ledger exists, with every column of this release (a ledger of an earlier one gains them)."""
     if not conn.table_exists(LEDGER):
         conn.create_table(LEDGER_SCHEMA)
+        return
+    present = set(conn.describe(LEDGER).column_names)
+    for col in LEDGER_SCHEMA.columns:
+        if col.name not in present:
+            conn.add_column(LEDGER, col)
 
 
 def record(conn: Connector, **fields) -> None:
@@ -39,16 +49,21 @@ def record(conn: Connector, **fields) -> None:
 def records(conn: Connector, run_id: str | None = None) -> list[dict]:
     if not conn.table_exists(LEDGER):
         return []
+    ensure(conn)
     rows = [r for b in conn.read_batches(LEDGER_SCHEMA, RowFilter()) for r in b.to_pylist()]
     rows.sort(key=lambda r: r["recorded_at"])
     return [r for r in rows if run_id is None or r["run_id"] == run_id]
 
 
 def published(conn: Connector, run_id: str) -> list[dict]:
-    """Tables a run published and has not rolled back, in the order they were published."""
-    rows = records(conn, run_id)
-    undone = {r["table_name"] for r in rows if r["status"] == "rolled_back"}
-    return [r for r in rows if r["status"] == "published" and r["table_name"] not in undone]
+    """The latest record of each table a run published, or began to publish ("publishing": it may
+    have stopped halfway), and has not rolled back; in the order the run began them."""
+    latest: dict[str, dict] = {}
+    for r in records(conn, run_id):
+        seen = latest.get(r["table_name"])
+        if seen is None or _PROGRESS[r["status"]] > _PROGRESS[seen["status"]]:
+            latest[r["table_name"]] = r
+    return [r for r in latest.values() if r["status"] != "rolled_back"]
 
 
 def published_later(conn: Connector, run_id: str) -> dict[str, str]:
@@ -58,7 +73,7 @@ def published_later(conn: Connector, run_id: str) -> dict[str, str]:
     undone = {(r["run_id"], r["table_name"]) for r in rows if r["status"] == "rolled_back"}
     later: dict[str, str] = {}
     for r in rows:  # in the order recorded
-        if r["status"] != "published" or (r["run_id"], r["table_name"]) in undone:
+        if r["status"] == "rolled_back" or (r["run_id"], r["table_name"]) in undone:
             continue
         if r["run_id"] == run_id:
             later[r["table_name"]] = ""

@@ -28,6 +28,16 @@ def create_table(url: str, schema: TableSchema, rows: list[dict]) -> None:
         conn.close()
 
 
+def snapshot(url: str) -> dict:
+    """Every table of a destination (but our ledger) with all its rows: what "as it was" compares."""
+    from tasks.state import LEDGER
+    conn = open_url(url)
+    try:
+        return {t: sorted(map(tuple, conn.query(f"SELECT * FROM {conn.q(t)}"))) for t in conn.list_tables() if t != LEDGER}
+    finally:
+        conn.close()
+
+
 def read_rows(url: str, schema: TableSchema, table: str | None = None) -> list[dict]:
     """Rows of `table` read as `schema`'s logical types, sorted by the first column."""
     conn = open_url(url)

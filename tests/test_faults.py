@@ -17,7 +17,7 @@ from tasks.state import LEDGER
 from tasks.verify import compare_tables
 from connectors.base import Column, TableSchema
 from tests.conftest import make_endpoint
-from tests.helpers import create_table, list_tables, open_url, read_rows
+from tests.helpers import create_table, list_tables, open_url, read_rows, snapshot
 
 
 def _pg_source(url: str, rows: int) -> None:
@@ -102,13 +102,13 @@ def _readings(url: str, label: str, value: float) -> str:
 def test_permanent_fault_leaves_destination_as_it_was(request, src, dst, bad, message):
     source, destination = make_endpoint(request, src), make_endpoint(request, dst)
     migrate_tables(source=_readings(source, "fine", 3.0), destination=destination, tables=["readings"], chunk_rows=500)
-    before = _snapshot(destination)
+    before = snapshot(destination)
 
     _readings(source, *bad)
     with pytest.raises(LossyConversion, match=message):
         migrate_tables(source=source, destination=destination, tables=["readings"], chunk_rows=500)
 
-    assert _snapshot(destination) == before
+    assert snapshot(destination) == before
 
 
 def test_failed_load_leaves_no_reader_on_the_source(request, monkeypatch):
@@ -128,34 +128,21 @@ def _extract_threads(wait: float = 2.0) -> list:
     return alive
 
 
-def _snapshot(url: str) -> dict:
-    """Every table of the destination (but our ledger) with all its rows."""
-    conn = open_url(url)
-    try:
-        out = {}
-        for t in conn.list_tables():
-            if t != LEDGER:
-                out[t] = sorted(map(tuple, conn.query(f"SELECT * FROM {conn.q(t)}")))
-        return out
-    finally:
-        conn.close()
-
-
 def test_rollback_of_finished_full_run_restores_previous_table_exactly(postgres_db, clickhouse_url):
     source = postgres_db()
     _pg_source(source, 5000)
     first = migrate_tables(source=source, destination=clickhouse_url, tables=["events"], chunk_rows=1000)
-    before = _snapshot(clickhouse_url)
+    before = snapshot(clickhouse_url)
     with psycopg.connect(source, autocommit=True) as c:
         c.execute("UPDATE events SET kind = 'rewritten' WHERE mod(id, 3) = 0")
         c.execute("DELETE FROM events WHERE id > 4000")
     second = migrate_tables(source=source, destination=clickhouse_url, tables=["events"], chunk_rows=1000)
-    assert _snapshot(clickhouse_url) != before
+    assert snapshot(clickhouse_url) != before
 
     restored = rollback_migration(destination=clickhouse_url, run_id=second["run_id"])
 
     assert restored == ["events"]
-    assert _snapshot(clickhouse_url) == before
+    assert snapshot(clickhouse_url) == before
     with pytest.raises(MigrationError, match="nothing to roll back"):
         rollback_migration(destination=clickhouse_url, run_id=second["run_id"])
     assert first["run_id"] != second["run_id"]
