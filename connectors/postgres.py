@@ -33,6 +33,17 @@ ADBC_BATCH_BYTES = 4 << 20
 HASH_IN_ONE_PROCESS = "SET LOCAL max_parallel_workers_per_gather = 0"
 _MICROSECOND_TYPES = ("timestamp", "timestamptz", "time", "timetz")
 TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "55P03", "08000", "08003", "08006"}
+
+
+def transient_sqlstate(sqlstate: str | None) -> bool:
+    """Worth a retry: the states above, and those psycopg files as OperationalError (out of memory,
+    too many connections, a cancelled statement, a lost connection)."""
+    if not sqlstate or sqlstate in TRANSIENT_SQLSTATES:
+        return bool(sqlstate)
+    try:
+        return issubclass(psycopg.errors.lookup(sqlstate), psycopg.OperationalError)
+    except KeyError:
+        return False
 PERMISSION_SQLSTATES = {"42501"}
 
 _TYPES = {
@@ -82,7 +93,7 @@ class PostgresConnector(SqlConnector):
             msg = f"{self.endpoint.label}: {doing} failed: {self.endpoint.redact(str(exc).strip())}"
             if doing == "connect":
                 raise ConnectionFailed(msg) from None
-            if state in TRANSIENT_SQLSTATES or isinstance(exc, psycopg.OperationalError):
+            if transient_sqlstate(state) or isinstance(exc, psycopg.OperationalError):
                 raise TransientError(msg) from None
             if state == "42P01":
                 raise TableNotFound(msg) from None
@@ -91,10 +102,14 @@ class PostgresConnector(SqlConnector):
             msg = f"{self.endpoint.label}: {doing} failed: {self.endpoint.redact(str(exc).strip())}"
             if doing == "connect":
                 raise ConnectionFailed(msg) from None
-            state = getattr(exc, "sqlstate", None)  # ADBC files every server error as OperationalError
-            if state in TRANSIENT_SQLSTATES or (not state and isinstance(exc, (adbc_errors.OperationalError,
-                                                                                adbc_errors.InterfaceError))):
+            # ADBC files every server error as OperationalError: its SQLSTATE tells; without one, the
+            # connection or the client failed
+            state = getattr(exc, "sqlstate", None)
+            lost = isinstance(exc, (adbc_errors.OperationalError, adbc_errors.InterfaceError))
+            if transient_sqlstate(state) if state else lost:
                 raise TransientError(msg) from None
+            if state == "42P01":
+                raise TableNotFound(msg) from None
             raise MigrationError(msg) from None
 
     # --- plumbing -------------------------------------------------------------
@@ -421,7 +436,7 @@ class PostgresConnector(SqlConnector):
             what = "a timeout setting" if current is None else f"statement {current + 1}"
             detail = self.endpoint.redact(str(exc).splitlines()[0]) + (" (lock timeout)" if state == "55P03" else "")
             raise DdlFailed(f"{self.endpoint.label}: {what} failed: {detail}", detail=detail, index=current,
-                            position=int(position) if position else None, transient=state in TRANSIENT_SQLSTATES or isinstance(exc, psycopg.OperationalError)) from None
+                            position=int(position) if position else None, transient=transient_sqlstate(state) or isinstance(exc, psycopg.OperationalError)) from None
 
     _CREATE_CONCURRENTLY = re.compile(r"(?is)^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+"
                                       r"(?:IF\s+NOT\s+EXISTS\s+)?(\"[^\"]+\"|\w+)")

@@ -100,9 +100,9 @@ class _translated:
     def __exit__(self, kind, exc, tb):
         if exc is None or isinstance(exc, (MigrationError, asyncio.CancelledError)) or not isinstance(exc, Exception):
             return False
-        from connectors.postgres import TRANSIENT_SQLSTATES
+        from connectors.postgres import transient_sqlstate
         msg = f"{self.endpoint.label}: {self.doing} failed: {self.endpoint.redact(str(exc).strip() or type(exc).__name__)}"
         state = getattr(exc, "sqlstate", None)
-        if isinstance(exc, asyncpg.PostgresError) and state not in TRANSIENT_SQLSTATES:
+        if isinstance(exc, asyncpg.PostgresError) and not transient_sqlstate(state):
             raise MigrationError(msg) from None
         raise TransientError(msg) from None  # lost connection, timeout, server shutting down

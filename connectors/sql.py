@@ -152,8 +152,9 @@ class SqlConnector:
     def column_definition(self, col: Column, schema: TableSchema) -> str:
         return f"{self.q(col.name)} {self.column_ddl(col)}{'' if col.nullable else ' NOT NULL'}{self.column_note(col)}"
 
-    def add_column(self, table: str, col: Column) -> None:
-        self.execute(f"ALTER TABLE {self.q(table)} ADD COLUMN {self.column_definition(col, TableSchema(table, (col,)))}")
+    def add_column(self, table: str, column: Column) -> None:
+        definition = self.column_definition(column, TableSchema(table, (column,)))
+        self.execute(f"ALTER TABLE {self.q(table)} ADD COLUMN {definition}")
 
     def column_note(self, col) -> str:
         """DDL after a column's type that records a logical type the engine's own type loses."""
@@ -194,10 +195,11 @@ class SqlConnector:
     def delete_sql(self, table: str, condition: str) -> str:
         return f"DELETE FROM {self.q(table)} WHERE {condition}"
 
-    def _touched_sql(self, target: str, staging: str, keys: Sequence[str], deleted: str | None) -> str:
-        """A condition on rows of `target`: their key is in `staging` or in `deleted`."""
+    def _touched_sql(self, target: str, staging: str, keys: Sequence[str], other: str | None) -> str:
+        """A condition on rows of `target`: their key is in `staging` or in table `other` (the deleted
+        keys, or the prior rows)."""
         k = self.names_sql(keys)
-        touched = f"SELECT {k} FROM {self.q(staging)}" + (f" UNION ALL SELECT {k} FROM {self.q(deleted)}" if deleted else "")
+        touched = f"SELECT {k} FROM {self.q(staging)}" + (f" UNION ALL SELECT {k} FROM {self.q(other)}" if other else "")
         return self.keys_in_sql(target, keys, touched)
 
     def keys_in_sql(self, table: str, keys: Sequence[str], select_sql: str) -> str:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import struct
+import weakref
 from decimal import Decimal
 
 import pyarrow as pa
 
-from connectors.base import Column, Connector, RowFilter, TableSchema
+from connectors.base import Column, Connector, MigrationError, RowFilter, TableSchema
 
 LEDGER = "_migration_assistant_runs"
 LEDGER_SCHEMA = TableSchema(LEDGER, (
@@ -23,19 +24,32 @@ LEDGER_SCHEMA = TableSchema(LEDGER, (
     Column("staging_id", "string"),  # Connector.table_id of the staging table a full run swaps in
 ))
 # a table's records in one run: "publishing" before its publish begins, "published" once it is done,
-# "rolled_back" once undone; the furthest one reached tells its state
+# "rolled_back" once undone; the furthest one reached (the later of two alike) tells its state
 _PROGRESS = {"publishing": 0, "published": 1, "rolled_back": 2}
 
 
 def ensure(conn: Connector) -> None:
-    """The ledger exists, with every column of this release (a ledger of an earlier one gains them)."""
-    if not conn.table_exists(LEDGER):
-        conn.create_table(LEDGER_SCHEMA)
+    """The ledger exists, with every column of this release (a ledger of an earlier one gains them).
+    Checked once per connection; another run doing the same at the same moment is no error."""
+    if conn in _ensured:
         return
-    present = set(conn.describe(LEDGER).column_names)
-    for col in LEDGER_SCHEMA.columns:
-        if col.name not in present:
+    try:
+        if not conn.table_exists(LEDGER):
+            conn.create_table(LEDGER_SCHEMA)
+        for col in _missing_columns(conn):
             conn.add_column(LEDGER, col)
+    except MigrationError:
+        if not conn.table_exists(LEDGER) or _missing_columns(conn):
+            raise
+    _ensured.add(conn)
+
+
+_ensured: "weakref.WeakSet[Connector]" = weakref.WeakSet()
+
+
+def _missing_columns(conn: Connector) -> list[Column]:
+    present = set(conn.describe(LEDGER).column_names)
+    return [c for c in LEDGER_SCHEMA.columns if c.name not in present]
 
 
 def record(conn: Connector, **fields) -> None:
@@ -49,8 +63,9 @@ def record(conn: Connector, **fields) -> None:
 def records(conn: Connector, run_id: str | None = None) -> list[dict]:
     if not conn.table_exists(LEDGER):
         return []
-    ensure(conn)
-    rows = [r for b in conn.read_batches(LEDGER_SCHEMA, RowFilter()) for r in b.to_pylist()]
+    missing = {c.name for c in _missing_columns(conn)}  # a ledger of an earlier release: those read as NULL
+    present = TableSchema(LEDGER, tuple(c for c in LEDGER_SCHEMA.columns if c.name not in missing))
+    rows = [dict.fromkeys(missing) | r for b in conn.read_batches(present, RowFilter()) for r in b.to_pylist()]
     rows.sort(key=lambda r: r["recorded_at"])
     return [r for r in rows if run_id is None or r["run_id"] == run_id]
 
@@ -61,7 +76,7 @@ def published(conn: Connector, run_id: str) -> list[dict]:
     latest: dict[str, dict] = {}
     for r in records(conn, run_id):
         seen = latest.get(r["table_name"])
-        if seen is None or _PROGRESS[r["status"]] > _PROGRESS[seen["status"]]:
+        if seen is None or _PROGRESS.get(r["status"], -1) >= _PROGRESS.get(seen["status"], -1):
             latest[r["table_name"]] = r
     return [r for r in latest.values() if r["status"] != "rolled_back"]
 

@@ -12,7 +12,7 @@ from flows.migrate_tables import migrate_tables
 from flows.rollback import rollback_migration
 from tasks import state
 from tasks.plan import work_table_name
-from tasks.publish import restore
+from tasks.publish import _with_staging_id, restore
 from tests.conftest import make_endpoint
 from tests.helpers import create_table, open_url, read_rows, snapshot
 
@@ -134,8 +134,31 @@ def test_a_rollback_stopped_halfway_finishes_when_repeated(sqlite_url, clickhous
     assert snapshot(clickhouse_url) == before
 
 
-def test_a_ledger_of_an_earlier_release_gains_the_new_column(sqlite_url, sqlite_db):
-    destination = sqlite_db()
+def test_a_clickhouse_run_recorded_by_an_earlier_release_rolls_back_even_after_a_stopped_undo(sqlite_url,
+                                                                                               clickhouse_url):
+    """Earlier releases did not record where a run's rows are; the first undo notes it before it moves them."""
+    create_table(sqlite_url, ITEMS, FIRST)
+    _run(sqlite_url, clickhouse_url, "full")
+    before = snapshot(clickhouse_url)
+    create_table(sqlite_url, ITEMS, SECOND)
+    second = _run(sqlite_url, clickhouse_url, "full")["run_id"]
+    backup, trash = (work_table_name("items", role, second) for role in ("backup", "undone"))
+    conn = open_url(clickhouse_url)
+    conn.execute(f"ALTER TABLE {state.LEDGER} UPDATE staging_id = NULL WHERE 1 SETTINGS mutations_sync = 2")
+    [legacy] = state.published(conn, second)
+    assert legacy["staging_id"] is None
+    _with_staging_id(conn, legacy)  # what undo does first
+    conn.execute(f"RENAME TABLE {conn.q(backup)} TO {conn.q(trash)}")  # then its swap's first step, and a stop
+    conn.close()
+
+    rollback_migration(destination=clickhouse_url, run_id=second)
+
+    assert snapshot(clickhouse_url) == before
+
+
+@pytest.mark.parametrize("dst", ["sqlite", "postgres", "mysql", "clickhouse"])
+def test_a_ledger_of_an_earlier_release_gains_the_new_column(request, sqlite_url, dst):
+    destination = make_endpoint(request, dst)
     old = TableSchema(state.LEDGER, tuple(c for c in state.LEDGER_SCHEMA.columns if c.name != "staging_id"))
     create_table(destination, old, [])
     create_table(sqlite_url, ITEMS, FIRST)
@@ -143,6 +166,8 @@ def test_a_ledger_of_an_earlier_release_gains_the_new_column(sqlite_url, sqlite_
     run = _run(sqlite_url, destination, "full")
 
     assert read_rows(destination, ITEMS) == read_rows(sqlite_url, ITEMS)
-    assert "staging_id" in open_url(destination).describe(state.LEDGER).column_names
+    conn = open_url(destination)
+    assert "staging_id" in conn.describe(state.LEDGER).column_names
+    conn.close()
     rollback_migration(destination=destination, run_id=run["run_id"])
-    assert not open_url(destination).table_exists("items")
+    assert snapshot(destination) == {}
