@@ -130,22 +130,24 @@ class TableSchema:
 
 @dataclass(frozen=True)
 class KeyRange:
-    """Rows with lo <= key <= hi (either bound None means open), and with `nulls` also the rows whose
-    key is NULL (SQLite lets a composite primary key hold NULL). key None means the whole table."""
+    """Rows with lo <= key <= hi (key < hi when `hi_excluded`; either bound None means open), and with
+    `nulls` also the rows whose key is NULL (SQLite lets a composite primary key hold NULL). key None
+    means the whole table. Bounds are integers, or text the engines on both sides compare byte by byte."""
 
     key: str | None = None
-    lo: int | None = None
-    hi: int | None = None
+    lo: object | None = None
+    hi: object | None = None
     nulls: bool = False
+    hi_excluded: bool = False
 
     def label(self) -> str:
         if self.key is None or (self.lo is None and self.hi is None):
             return "all rows"
         if self.lo is None:
-            return f"{self.key} <= {self.hi}" + (" or NULL" if self.nulls else "")
+            return f"{self.key} {'<' if self.hi_excluded else '<='} {self.hi}" + (" or NULL" if self.nulls else "")
         if self.hi is None:
             return f"{self.key} >= {self.lo}"
-        return f"{self.key} in [{self.lo}, {self.hi}]"
+        return f"{self.key} in [{self.lo}, {self.hi}{')' if self.hi_excluded else ']'}"
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,8 @@ class Connector(Protocol):
     def table_exists(self, table: str) -> bool: ...
     def describe(self, table: str) -> TableSchema: ...
     def key_bounds(self, table: str, key: str) -> tuple[int | None, int | None, int]: ...
+    def orders_bytewise(self, table: str | None, column: Column) -> bool: ...
+    def key_starts(self, table: str, key: str, every: int) -> list: ...
     def max_value(self, table: str, column: str) -> object | None: ...
     def read_batches(self, schema: TableSchema, where: RowFilter, batch_rows: int) -> Iterator[pa.RecordBatch]: ...
     def column_ddl(self, column: Column) -> str: ...

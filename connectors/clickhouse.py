@@ -127,6 +127,11 @@ class ClickHouseConnector(SqlConnector):
             self.execute(s)
 
     # --- introspection --------------------------------------------------------
+    modulo_sql = "({}) % {}"
+
+    def orders_bytewise(self, table: str | None, column: Column) -> bool:
+        return column.type == "string"  # String compares as bytes
+
     def check_access(self, write: bool) -> None:
         self.query("SELECT 1")
 

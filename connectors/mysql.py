@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from dataclasses import replace
 from urllib.parse import quote
 from typing import Iterator, Sequence
 
@@ -20,6 +21,7 @@ from connectors.sql import SqlConnector
 
 BATCH_BYTES = 1 << 20  # connectorx decodes a few batches ahead of its reader: batches of about this much data
 PAGE_BATCHES = 4  # batches per connectorx query (see read_batches)
+_KEY_BYTES = 3072  # InnoDB's longest index key
 _SESSION_SETUP = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
 
 
@@ -191,6 +193,17 @@ class MySQLConnector(SqlConnector):
         if col.type == "uuid" and self._is_mariadb:
             return "UUID"
         return _DDL[col.type]
+
+    def column_definition(self, col: Column, schema: TableSchema) -> str:
+        """A text primary-key column becomes VARCHAR short enough for InnoDB's longest key (3072 bytes,
+        4 per character, shared by the key's text columns): TEXT cannot be a key. A longer value then
+        fails the load, naming the column, with nothing published."""
+        text_keys = [k for k in schema.primary_key if schema.column(k).type == "string"]
+        if col.name in text_keys:
+            longest = _KEY_BYTES // 4 // len(text_keys)
+            if not col.length or col.length > longest:
+                col = replace(col, length=longest)
+        return super().column_definition(col, schema)
 
     def column_note(self, col: Column) -> str:
         if col.type == "timestamptz" or (col.type == "uuid" and not self._is_mariadb):

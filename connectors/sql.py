@@ -1,6 +1,7 @@
 """Generic SQL shared by the engines that speak it; each engine module overrides what differs."""
 from __future__ import annotations
 
+import uuid
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import pyarrow as pa
@@ -48,7 +49,7 @@ class SqlConnector:
             parts.append(f"{self.q(where.key)} >= {self.param}")
             params.append(where.lo)
         if where.hi is not None:
-            parts.append(f"{self.q(where.key)} <= {self.param}")
+            parts.append(f"{self.q(where.key)} {'<' if where.hi_excluded else '<='} {self.param}")
             params.append(where.hi)
         if parts and where.nulls:
             return f"({' AND '.join(parts)} OR {self.q(where.key)} IS NULL)", params
@@ -116,6 +117,22 @@ class SqlConnector:
         k = self.q(key)
         lo, hi, n = self.query(f"SELECT min({k}), max({k}), count(*) FROM {self.q(table)}")[0]
         return (None if lo is None else int(lo)), (None if hi is None else int(hi)), int(n)
+
+    def orders_bytewise(self, table: str | None, column: Column) -> bool:
+        """Whether this engine compares and sorts `column` of `table` (None: of a table it would
+        create) in the byte order of its UTF-8 text, so that a range of it selects the same rows here
+        as in another engine that does."""
+        return False
+
+    modulo_sql = "mod({}, {})"  # no %: drivers that format parameters would take it for one
+
+    def key_starts(self, table: str, key: str, every: int) -> list:
+        """Every `every`-th value of `key` in the engine's order, from the first: where chunks start."""
+        k = self.q(key)
+        rows = self.query(f"SELECT k FROM (SELECT {k} AS k, row_number() OVER (ORDER BY {k}) AS n FROM {self.q(table)} "
+                          f"WHERE {k} IS NOT NULL) s WHERE {self.modulo_sql.format('n - 1', int(every))} = 0 ORDER BY k")
+        starts = [str(r[0]) if isinstance(r[0], uuid.UUID) else r[0] for r in rows]
+        return [v for i, v in enumerate(starts) if i == 0 or v != starts[i - 1]]  # a composite key repeats its first column
 
     def max_value(self, table: str, column: str):
         return self.query(f"SELECT max({self.q(column)}) FROM {self.q(table)}")[0][0]

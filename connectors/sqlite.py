@@ -87,6 +87,17 @@ class SQLiteConnector(SqlConnector):
                 raise
 
     # --- introspection --------------------------------------------------------
+    modulo_sql = "({}) % {}"
+
+    def orders_bytewise(self, table: str | None, column: Column) -> bool:
+        """Text compares with the BINARY collation unless the table declares another."""
+        if column.type not in ("string", "uuid"):
+            return False
+        if table is None:
+            return True
+        ddl = self.query("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", [table])
+        return bool(ddl) and "COLLATE" not in ddl[0][0].upper()
+
     def check_access(self, write: bool) -> None:
         self.query("SELECT count(*) FROM sqlite_master")
         if write and self.endpoint.path not in (None, ":memory:"):

@@ -94,9 +94,10 @@ def _plan_and_migrate(source, destination, names, run_id, mode, watermark_column
     for p in plans:
         if p.casts:
             log.warning("Table %s: lossy casts applied: %s", p.table, p.casts)
-        if p.source_schema.chunk_key is None:
-            log.info("Table %s: its primary key does not begin with an integer column, so it is copied and "
-                     "verified as one chunk (no parallelism or progress within it)", p.table)
+        if p.chunks[0].key is None and p.source_schema.chunk_key is None:
+            log.info("Table %s: its primary key does not begin with an integer column, nor with text both engines "
+                     "compare byte by byte, so it is copied and verified as one chunk (no parallelism or progress "
+                     "within it)", p.table)
     # a backup exists without a ledger record only when a publish stopped before its first record
     work_tables = [p.staging for p in plans] + [p.backup for p in plans]
     try:

@@ -101,10 +101,11 @@ def check_compatible(source: TableSchema, existing: TableSchema, target: str) ->
             f"drop or rename it, or migrate into another table name")
 
 
-def key_chunks(conn: Connector, schema: TableSchema, chunk_rows: int) -> list[KeyRange]:
+def key_chunks(conn: Connector, schema: TableSchema, chunk_rows: int, text_key: str | None = None) -> list[KeyRange]:
+    """Ranges of the primary key's leading integer column; else of `text_key` (see bytewise_key); else one chunk."""
     key = schema.chunk_key
     if key is None:
-        return [KeyRange()]
+        return _text_key_chunks(conn, schema, text_key, chunk_rows) if text_key else [KeyRange()]
     lo, hi, count = conn.key_bounds(schema.name, key)
     if count == 0 or lo is None:
         return [KeyRange()]
@@ -115,4 +116,29 @@ def key_chunks(conn: Connector, schema: TableSchema, chunk_rows: int) -> list[Ke
     # first also takes the rows whose key is NULL, where the engine allows them (SQLite)
     nulls = schema.column(key).nullable
     return [KeyRange(key, None if i == 0 else b, None if i == len(starts) - 1 else b + step - 1, nulls and i == 0)
+            for i, b in enumerate(starts)]
+
+
+def bytewise_key(source: Connector, dest: Connector, schema: TableSchema, dest_schema: TableSchema,
+                 existing: TableSchema | None) -> str | None:
+    """The primary key's leading column when it is text (or a UUID) that the source and the destination
+    both compare byte by byte: a range of it then selects the same rows on both sides (an engine's
+    collation would not), so the copy, a retry's clean-up and verify can all work by chunk."""
+    if not schema.primary_key or schema.chunk_key:
+        return None
+    key = schema.primary_key[0]
+    target = existing.name if existing else None
+    if source.orders_bytewise(schema.name, schema.column(key)) and dest.orders_bytewise(target, dest_schema.column(key)):
+        return key
+    return None
+
+
+def _text_key_chunks(conn: Connector, schema: TableSchema, key: str, chunk_rows: int) -> list[KeyRange]:
+    """[start, next start) for every chunk_rows-th key: chunks of even row counts however the keys spread."""
+    starts = conn.key_starts(schema.name, key, chunk_rows)
+    nulls = schema.column(key).nullable
+    if len(starts) < 2:
+        return [KeyRange(key, nulls=nulls)]
+    last = len(starts) - 1
+    return [KeyRange(key, None if i == 0 else b, None if i == last else starts[i + 1], nulls and i == 0, hi_excluded=True)
             for i, b in enumerate(starts)]

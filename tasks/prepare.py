@@ -12,7 +12,7 @@ from connectors.base import MigrationError, RowFilter, TableNotFound, TableSchem
 from connectors.canonical import arrow_schema
 from tasks import state
 from tasks.connections import using
-from tasks.plan import TablePlan, check_compatible, destination_schema, key_chunks, work_table_name
+from tasks.plan import TablePlan, bytewise_key, check_compatible, destination_schema, key_chunks, work_table_name
 from tasks.retry import RETRY_POLICY
 
 
@@ -57,7 +57,7 @@ def plan_table(source_ref: str, dest_ref: str, table: str, target: str, run_id: 
                 plan.watermark_after = state.last_watermark(dest, target, watermark)
         if mode == "incremental" and plan.target_existed and not schema.primary_key:
             raise MigrationError(f"table {table!r} has no primary key; incremental mode upserts by primary key")
-        plan.chunks = key_chunks(source, schema, chunk_rows)
+        plan.chunks = key_chunks(source, schema, chunk_rows, bytewise_key(source, dest, schema, dest_schema, existing))
         return plan
 
 

@@ -1,8 +1,17 @@
-"""How a table is split into chunks: by ranges of its primary key's leading integer column (else one chunk)."""
+"""How a table is split into chunks: by ranges of its primary key's leading integer column, or of its text
+leading column where both engines compare text byte by byte; else one chunk."""
 from __future__ import annotations
 
+import psycopg
+import pyarrow as pa
+import pytest
+
+from connectors.base import Column, MigrationError, TableSchema
+from connectors.canonical import arrow_schema
+from flows.migrate_tables import migrate_tables
 from tasks.plan import key_chunks
-from tests.helpers import open_url
+from tests.conftest import make_endpoint
+from tests.helpers import create_table, open_url, read_rows, snapshot
 
 
 def test_clickhouse_key_order_is_the_sorting_key_order(clickhouse_url):
@@ -21,8 +30,6 @@ def test_clickhouse_key_order_is_the_sorting_key_order(clickhouse_url):
 
 def test_names_with_percent_signs_survive_chunked_mysql_reads(postgres_url, mysql_url, sqlite_url):
     """Chunk ranges are bound as parameters; a % in a table or key name is not a placeholder."""
-    import psycopg
-    from flows.migrate_tables import migrate_tables
     with psycopg.connect(postgres_url, autocommit=True) as c:
         c.execute('CREATE TABLE "rate%s" ("k%" bigint PRIMARY KEY, "v%s" text)')
         c.execute('INSERT INTO "rate%s" SELECT g, \'v\' || g FROM generate_series(1, 50) g')
@@ -36,17 +43,97 @@ def test_names_with_percent_signs_survive_chunked_mysql_reads(postgres_url, mysq
         conn.close()
 
 
-def test_a_table_keyed_by_text_is_one_chunk_and_the_log_says_so(sqlite_db, caplog):
-    from flows.migrate_tables import migrate_tables
-    source, dest = sqlite_db(), sqlite_db()
-    conn = open_url(source)
-    try:
-        conn.execute("CREATE TABLE codes (code TEXT PRIMARY KEY, n INTEGER)")
-        conn.execute("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 50) "
-                     "INSERT INTO codes SELECT 'c' || i, i FROM s")
-    finally:
+# keys whose order differs between byte order and a language's: case, accents, emoji, blanks, ""
+PREFIXES = ["a", "B", "é", "Z", "ä", "😀", " ", "a b", "A"]
+CODES = TableSchema("codes", (Column("code", "string", False), Column("n", "int64")), ("code",))
+
+
+def _codes(url: str, rows: int = 2000) -> list[dict]:
+    data = [{"code": f"{PREFIXES[i % len(PREFIXES)]}{i}", "n": i} for i in range(rows)] + [{"code": "", "n": -1}]
+    create_table(url, CODES, data)
+    return data
+
+
+@pytest.mark.parametrize("src,dst", [("postgres", "clickhouse"), ("sqlite", "sqlite"), ("clickhouse", "sqlite"),
+                                     ("sqlite", "clickhouse")])
+def test_a_table_keyed_by_text_both_engines_compare_as_bytes_moves_in_chunks(request, caplog, src, dst):
+    source, destination = make_endpoint(request, src), make_endpoint(request, dst)
+    if src == "postgres":
+        _execute(source, 'CREATE TABLE codes (code text COLLATE "C" PRIMARY KEY, n bigint)')
+        conn = open_url(source)
+        conn.write_batch(CODES, pa.RecordBatch.from_pylist(
+            [{"code": f"{PREFIXES[i % len(PREFIXES)]}{i}", "n": i} for i in range(2000)] + [{"code": "", "n": -1}],
+            schema=arrow_schema(CODES)))
         conn.close()
-    report = migrate_tables(source=source, destination=dest, tables=["codes"], chunk_rows=10)
-    assert report["rows"] == 50 and report["verdict"] == "verified"
+    else:
+        _codes(source)
+
+    report = migrate_tables(source=source, destination=destination, tables=["codes"], chunk_rows=300)
+
+    assert report["rows"] == 2001 and report["verdict"] == "verified"
+    assert "Table codes: 7 of 7 chunk(s) copied" in caplog.text
+    assert read_rows(destination, CODES) == read_rows(source, CODES)
+
+
+def test_a_table_keyed_by_uuid_moves_in_chunks_between_postgresql_servers(postgres_db, caplog):
+    source, destination = postgres_db(), postgres_db()
+    _execute(source, "CREATE TABLE tokens (id uuid PRIMARY KEY, n int)",
+             "INSERT INTO tokens SELECT md5(g::text)::uuid, g FROM generate_series(1, 1000) g")
+    report = migrate_tables(source=source, destination=destination, tables=["tokens"], chunk_rows=200)
+    assert report["rows"] == 1000 and report["verdict"] == "verified"
+    assert "Table tokens: 5 of 5 chunk(s) copied" in caplog.text
+    with psycopg.connect(destination) as c:
+        assert c.execute("SELECT count(DISTINCT id), sum(n) FROM tokens").fetchone() == (1000, 500500)
+
+
+def test_incremental_runs_by_text_key_chunks_move_only_the_changed_rows(sqlite_db):
+    source, destination = sqlite_db(), sqlite_db()
+    schema = TableSchema("codes", CODES.columns + (Column("version", "int64"),), ("code",))
+    rows = [{"code": f"{PREFIXES[i % len(PREFIXES)]}{i}", "n": i, "version": 1} for i in range(1000)]
+    create_table(source, schema, rows)
+    run = dict(source=source, destination=destination, tables=["codes"], mode="incremental",
+               watermark_column="version", chunk_rows=150)
+    assert migrate_tables(**run)["rows"] == 1000
+    changed = [r | {"n": -r["n"], "version": 2} if r["n"] % 97 == 0 else r for r in rows]
+    create_table(source, schema, changed)
+
+    second = migrate_tables(**run)
+
+    assert second["rows"] == len([r for r in rows if r["n"] % 97 == 0])
+    assert read_rows(destination, schema) == read_rows(source, schema)
+
+
+@pytest.mark.parametrize("dst", ["mysql", "sqlite-nocase"])
+def test_a_text_key_one_side_orders_by_collation_is_one_chunk_and_the_log_says_so(request, sqlite_db, caplog, dst):
+    """MySQL compares text by its collation (case and accents ignored by default), a NOCASE SQLite
+    column without case: a range of keys would select other rows there, so the table is one chunk."""
+    source = sqlite_db()
+    if dst == "mysql":
+        _codes(source)
+        destination = make_endpoint(request, "mysql")
+    else:
+        _execute(source, "CREATE TABLE codes (code TEXT COLLATE NOCASE PRIMARY KEY, n INTEGER)",
+                 "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 2000) "
+                 "INSERT INTO codes SELECT 'c' || i, i FROM s")
+        destination = sqlite_db()
+    report = migrate_tables(source=source, destination=destination, tables=["codes"], chunk_rows=300)
+    assert report["verdict"] == "verified" and report["rows"] in (2000, 2001)
     assert "Table codes: 1 of 1 chunk(s) copied" in caplog.text
     assert "codes: its primary key does not begin with an integer column" in caplog.text
+
+
+def _execute(url: str, *statements: str) -> None:
+    conn = open_url(url)
+    try:
+        for s in statements:
+            conn.execute(s)
+    finally:
+        conn.close()
+
+
+def test_a_text_key_longer_than_mysql_can_index_fails_naming_the_column(sqlite_db, mysql_url):
+    source = sqlite_db()
+    create_table(source, CODES, [{"code": "k" * 800, "n": 1}, {"code": "short", "n": 2}])
+    with pytest.raises(MigrationError, match="too long for column 'code'"):
+        migrate_tables(source=source, destination=mysql_url, tables=["codes"])
+    assert snapshot(mysql_url) == {}
