@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
-from dataclasses import replace
 from urllib.parse import quote
 from typing import Iterator, Sequence
 
@@ -22,6 +22,8 @@ from connectors.sql import SqlConnector
 BATCH_BYTES = 1 << 20  # connectorx decodes a few batches ahead of its reader: batches of about this much data
 PAGE_BATCHES = 4  # batches per connectorx query (see read_batches)
 _KEY_BYTES = 3072  # InnoDB's longest index key
+# code-point order without trailing-space padding: the byte order of UTF-8 text
+_BYTEWISE_COLLATIONS = {"utf8mb4_nopad_bin", "utf8mb4_0900_bin", "binary"}
 _SESSION_SETUP = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
 
 
@@ -196,14 +198,31 @@ class MySQLConnector(SqlConnector):
 
     def column_definition(self, col: Column, schema: TableSchema) -> str:
         """A text primary-key column becomes VARCHAR short enough for InnoDB's longest key (3072 bytes,
-        4 per character, shared by the key's text columns): TEXT cannot be a key. A longer value then
-        fails the load, naming the column, with nothing published."""
+        4 per character, shared by the key's text columns), as TEXT cannot be a key; a longer value
+        fails the load, naming the column. Its collation compares bytes, no trailing-space padding:
+        keys the source keeps apart ('a', 'A', 'a ') stay apart, and ranges of them select the same
+        rows as in the source (see orders_bytewise)."""
         text_keys = [k for k in schema.primary_key if schema.column(k).type == "string"]
-        if col.name in text_keys:
-            longest = _KEY_BYTES // 4 // len(text_keys)
-            if not col.length or col.length > longest:
-                col = replace(col, length=longest)
-        return super().column_definition(col, schema)
+        if col.name not in text_keys:
+            return super().column_definition(col, schema)
+        length = min(col.length or _KEY_BYTES, _KEY_BYTES // 4 // len(text_keys))
+        return (f"{self.q(col.name)} VARCHAR({length}) CHARACTER SET utf8mb4 COLLATE {self._key_collation}"
+                f"{'' if col.nullable else ' NOT NULL'}")
+
+    @functools.cached_property
+    def _key_collation(self) -> str:
+        if self._is_mariadb:
+            return "utf8mb4_nopad_bin"
+        return "utf8mb4_0900_bin" if int(self.conn.get_server_info().split(".")[0]) >= 8 else "utf8mb4_bin"
+
+    def orders_bytewise(self, table: str | None, column: Column) -> bool:
+        if column.type != "string":
+            return False  # MariaDB's UUID type sorts its groups in another order; CHAR pads
+        if table is None:
+            return self._key_collation in _BYTEWISE_COLLATIONS  # what create_table gives a text key
+        rows = self.query("SELECT collation_name FROM information_schema.columns WHERE table_schema = DATABASE() "
+                          "AND table_name = %s AND column_name = %s", [table, column.name])
+        return bool(rows) and rows[0][0] in _BYTEWISE_COLLATIONS
 
     def column_note(self, col: Column) -> str:
         if col.type == "timestamptz" or (col.type == "uuid" and not self._is_mariadb):
