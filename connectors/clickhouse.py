@@ -130,7 +130,14 @@ class ClickHouseConnector(SqlConnector):
     modulo_sql = "({}) % {}"
 
     def orders_bytewise(self, table: str | None, column: Column) -> bool:
-        return column.type == "string"  # String compares as bytes
+        """String compares as bytes (UUID by its halves, not as its text)."""
+        if column.type != "string":
+            return False
+        if table is None:
+            return True
+        rows = self.query("SELECT type FROM system.columns WHERE database = currentDatabase() AND table = %s "
+                          "AND name = %s", [table, column.name])
+        return bool(rows) and rows[0][0] in ("String", "LowCardinality(String)")
 
     def check_access(self, write: bool) -> None:
         self.query("SELECT 1")

@@ -23,7 +23,19 @@ BATCH_BYTES = 1 << 20  # connectorx decodes a few batches ahead of its reader: b
 PAGE_BATCHES = 4  # batches per connectorx query (see read_batches)
 _KEY_BYTES = 3072  # InnoDB's longest index key
 # code-point order without trailing-space padding: the byte order of UTF-8 text
-_BYTEWISE_COLLATIONS = {"utf8mb4_nopad_bin", "utf8mb4_0900_bin", "binary"}
+_BYTEWISE_COLLATIONS = {"utf8mb4_nopad_bin", "utf8mb4_0900_bin"}
+_TEXT_TYPES = {"varchar", "text", "tinytext", "mediumtext", "longtext"}
+
+
+def _key_bytes(col: Column) -> int:
+    """The most bytes a non-text key column takes in an InnoDB key."""
+    if col.type in ("char", "uuid"):
+        return 4 * (col.length or 36)
+    if col.type == "decimal":
+        return 32
+    if col.type == "binary":
+        return col.length or 255
+    return 8  # integers, floats, dates and times
 _SESSION_SETUP = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
 
 
@@ -197,32 +209,36 @@ class MySQLConnector(SqlConnector):
         return _DDL[col.type]
 
     def column_definition(self, col: Column, schema: TableSchema) -> str:
-        """A text primary-key column becomes VARCHAR short enough for InnoDB's longest key (3072 bytes,
-        4 per character, shared by the key's text columns), as TEXT cannot be a key; a longer value
-        fails the load, naming the column. Its collation compares bytes, no trailing-space padding:
-        keys the source keeps apart ('a', 'A', 'a ') stay apart, and ranges of them select the same
-        rows as in the source (see orders_bytewise)."""
+        """A text primary-key column becomes VARCHAR short enough for InnoDB's longest key (3072 bytes
+        for all its columns, 4 per character), as TEXT cannot be a key; a longer value fails the load,
+        naming the column. Its collation compares bytes (without trailing-space padding where the
+        server has one): keys the source keeps apart ('a', 'A') stay apart, and ranges of them select
+        the same rows as in the source (see orders_bytewise)."""
         text_keys = [k for k in schema.primary_key if schema.column(k).type == "string"]
         if col.name not in text_keys:
             return super().column_definition(col, schema)
-        length = min(col.length or _KEY_BYTES, _KEY_BYTES // 4 // len(text_keys))
+        others = sum(_key_bytes(schema.column(k)) for k in schema.primary_key if k not in text_keys)
+        length = min(col.length or _KEY_BYTES, (_KEY_BYTES - others) // 4 // len(text_keys))
         return (f"{self.q(col.name)} VARCHAR({length}) CHARACTER SET utf8mb4 COLLATE {self._key_collation}"
                 f"{'' if col.nullable else ' NOT NULL'}")
 
     @functools.cached_property
     def _key_collation(self) -> str:
-        if self._is_mariadb:
-            return "utf8mb4_nopad_bin"
-        return "utf8mb4_0900_bin" if int(self.conn.get_server_info().split(".")[0]) >= 8 else "utf8mb4_bin"
+        """The first of the byte-order collations this server has (MariaDB, MySQL 8.0.17+), else
+        utf8mb4_bin (which pads: 'a' and 'a ' are one key)."""
+        have = {r[0] for r in self.query("SELECT collation_name FROM information_schema.collations "
+                                         "WHERE collation_name IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin')")}
+        return next((c for c in ("utf8mb4_nopad_bin", "utf8mb4_0900_bin") if c in have), "utf8mb4_bin")
 
     def orders_bytewise(self, table: str | None, column: Column) -> bool:
         if column.type != "string":
             return False  # MariaDB's UUID type sorts its groups in another order; CHAR pads
         if table is None:
             return self._key_collation in _BYTEWISE_COLLATIONS  # what create_table gives a text key
-        rows = self.query("SELECT collation_name FROM information_schema.columns WHERE table_schema = DATABASE() "
-                          "AND table_name = %s AND column_name = %s", [table, column.name])
-        return bool(rows) and rows[0][0] in _BYTEWISE_COLLATIONS
+        rows = self.query("SELECT data_type, collation_name FROM information_schema.columns WHERE table_schema = "
+                          "DATABASE() AND table_name = %s AND column_name = %s", [table, column.name])
+        # an ENUM sorts by its position in the list, not by its text
+        return bool(rows) and rows[0][0].lower() in _TEXT_TYPES and rows[0][1] in _BYTEWISE_COLLATIONS
 
     def column_note(self, col: Column) -> str:
         if col.type == "timestamptz" or (col.type == "uuid" and not self._is_mariadb):

@@ -173,22 +173,29 @@ class PostgresConnector(SqlConnector):
         return bool(self.query("SELECT to_regclass(%s) IS NOT NULL", [self.q(table)])[0][0])
 
     def orders_bytewise(self, table: str | None, column: Column) -> bool:
-        if column.type == "uuid":
-            return True  # compared as 16 bytes: the order of their hex text
-        if column.type != "string":
+        """uuid (compared as 16 bytes: the order of its hex text), and text or varchar of a C-like
+        libc collation in a UTF-8 database."""
+        if column.type not in ("uuid", "string") or not self._stores_utf8:
             return False
+        if table is None:
+            return column.type == "uuid" or self._default_collation_bytewise()
+        rows = self.query(
+            "SELECT a.atttypid::regtype::text, c.collname, c.collcollate, c.collprovider FROM pg_attribute a "
+            "LEFT JOIN pg_collation c ON c.oid = a.attcollation WHERE a.attrelid = to_regclass(%s) AND a.attname = %s",
+            [self.q(table), column.name])
+        if not rows or rows[0][0] not in ("uuid", "text", "character varying"):
+            return False  # another type (citext compares without case)
+        kind, collation, locale, provider = rows[0]
+        if kind == "uuid":
+            return True
+        if collation == "default":
+            return self._default_collation_bytewise()
+        return provider == "c" and locale in _BYTEWISE_LOCALES
+
+    def _default_collation_bytewise(self) -> bool:
         provider = "datlocprovider" if self.conn.info.server_version >= 150000 else "'c'"
-        locale = self.query(f"SELECT datcollate, {provider} FROM pg_database WHERE datname = current_database()")[0]
-        if table is not None:
-            rows = self.query(
-                "SELECT c.collname, c.collcollate, c.collprovider FROM pg_attribute a "
-                "JOIN pg_collation c ON c.oid = a.attcollation WHERE a.attrelid = to_regclass(%s) AND a.attname = %s "
-                "AND a.atttypid IN ('text'::regtype, 'varchar'::regtype)", [self.q(table), column.name])
-            if not rows:
-                return False  # another text type (citext compares without case)
-            if rows[0][0] != "default":
-                locale = rows[0][1:]
-        return locale[1] == "c" and locale[0] in _BYTEWISE_LOCALES
+        locale, provider = self.query(f"SELECT datcollate, {provider} FROM pg_database WHERE datname = current_database()")[0]
+        return provider == "c" and locale in _BYTEWISE_LOCALES
 
     def describe(self, table: str) -> TableSchema:
         if not self.table_exists(table):

@@ -129,8 +129,9 @@ class SqlConnector:
     def key_starts(self, table: str, key: str, every: int) -> list:
         """Every `every`-th value of `key` in the engine's order, from the first: where chunks start."""
         k = self.q(key)
-        rows = self.query(f"SELECT k FROM (SELECT {k} AS k, row_number() OVER (ORDER BY {k}) AS n FROM {self.q(table)} "
-                          f"WHERE {k} IS NOT NULL) s WHERE {self.modulo_sql.format('n - 1', int(every))} = 0 ORDER BY k")
+        rows = self.query(f"SELECT _ma_k FROM (SELECT {k} AS _ma_k, row_number() OVER (ORDER BY {k}) AS _ma_n "
+                          f"FROM {self.q(table)} WHERE {k} IS NOT NULL) s "
+                          f"WHERE {self.modulo_sql.format('_ma_n - 1', int(every))} = 0 ORDER BY _ma_k")
         starts = [str(r[0]) if isinstance(r[0], uuid.UUID) else r[0] for r in rows]
         return [v for i, v in enumerate(starts) if i == 0 or v != starts[i - 1]]  # a composite key repeats its first column
 

@@ -90,13 +90,16 @@ class SQLiteConnector(SqlConnector):
     modulo_sql = "({}) % {}"
 
     def orders_bytewise(self, table: str | None, column: Column) -> bool:
-        """Text compares with the BINARY collation unless the table declares another."""
-        if column.type not in ("string", "uuid"):
+        """A column of TEXT affinity in a UTF-8 database compares with the BINARY collation unless the
+        table declares another. (UUIDs are text here, of any case and form; other engines parse them.)"""
+        if column.type != "string" or self.query("PRAGMA encoding")[0][0] != "UTF-8":
             return False
         if table is None:
             return True
         ddl = self.query("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", [table])
-        return bool(ddl) and "COLLATE" not in ddl[0][0].upper()
+        declared = {r[1]: (r[2] or "").upper() for r in self.query(f"PRAGMA table_info({self.q(table)})")}
+        text_affinity = any(t in declared.get(column.name, "") for t in ("CHAR", "CLOB", "TEXT"))
+        return bool(ddl) and text_affinity and "COLLATE" not in ddl[0][0].upper()
 
     def check_access(self, write: bool) -> None:
         self.query("SELECT count(*) FROM sqlite_master")

@@ -127,8 +127,9 @@ def bytewise_key(source: Connector, dest: Connector, schema: TableSchema, dest_s
     if not schema.primary_key or schema.chunk_key:
         return None
     key = schema.primary_key[0]
-    target = existing.name if existing else None
-    if source.orders_bytewise(schema.name, schema.column(key)) and dest.orders_bytewise(target, dest_schema.column(key)):
+    landing = existing or dest_schema
+    if source.orders_bytewise(schema.name, schema.column(key)) and \
+            dest.orders_bytewise(existing and existing.name, landing.column(key)):
         return key
     return None
 
@@ -137,6 +138,8 @@ def _text_key_chunks(conn: Connector, schema: TableSchema, key: str, chunk_rows:
     """[start, next start) for every chunk_rows-th key: chunks of even row counts however the keys spread."""
     starts = conn.key_starts(schema.name, key, chunk_rows)
     nulls = schema.column(key).nullable
+    if any(a >= b for a, b in zip(starts, starts[1:])):
+        return [KeyRange()]  # sorted otherwise than by code point (UTF-8 byte order, as Python compares str)
     if len(starts) < 2:
         return [KeyRange(key, nulls=nulls)]
     last = len(starts) - 1

@@ -6,7 +6,7 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from connectors.base import Column, MigrationError, TableSchema
+from connectors.base import Column, KeyRange, MigrationError, TableSchema
 from connectors.canonical import arrow_schema
 from flows.migrate_tables import migrate_tables
 from tasks.plan import key_chunks
@@ -153,3 +153,24 @@ def test_a_text_key_longer_than_mysql_can_index_fails_naming_the_column(sqlite_d
     with pytest.raises(MigrationError, match="too long for column 'code'"):
         migrate_tables(source=source, destination=mysql_url, tables=["codes"])
     assert snapshot(mysql_url) == {}
+
+
+def test_a_composite_key_of_an_integer_and_text_fits_mysqls_key_limit(sqlite_url, mysql_url):
+    schema = TableSchema("lines", (Column("tenant", "int64", False), Column("name", "string", False),
+                                   Column("n", "int64")), ("tenant", "name"))
+    create_table(sqlite_url, schema, [{"tenant": t, "name": f"line {i}", "n": i} for t in (1, 2) for i in range(5)])
+    report = migrate_tables(source=sqlite_url, destination=mysql_url, tables=["lines"])
+    assert report["rows"] == 10 and report["verdict"] == "verified"
+
+
+def test_keys_an_engine_sorts_otherwise_than_by_their_text_are_not_split(sqlite_url):
+    """A safety net behind orders_bytewise: chunk starts must rise in code-point order, else one chunk."""
+    _execute(sqlite_url, "CREATE TABLE codes (code TEXT COLLATE NOCASE PRIMARY KEY, n INTEGER)")
+    conn = open_url(sqlite_url)
+    try:
+        conn.write_batch(CODES, pa.RecordBatch.from_pylist(
+            [{"code": f"{'aB'[i % 2]}{i:04}", "n": i} for i in range(1000)], schema=arrow_schema(CODES)))
+        chunks = key_chunks(conn, conn.describe("codes"), 100, text_key="code")
+    finally:
+        conn.close()
+    assert chunks == [KeyRange()]
