@@ -127,8 +127,6 @@ class ClickHouseConnector(SqlConnector):
             self.execute(s)
 
     # --- introspection --------------------------------------------------------
-    modulo_sql = "({}) % {}"
-
     def orders_bytewise(self, table: str | None, column: Column) -> bool:
         """String compares as bytes (UUID by its halves, not as its text)."""
         if column.type != "string":

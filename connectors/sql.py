@@ -124,16 +124,25 @@ class SqlConnector:
         as in another engine that does."""
         return False
 
-    modulo_sql = "mod({}, {})"  # no %: drivers that format parameters would take it for one
-
     def key_starts(self, table: str, key: str, every: int) -> list:
-        """Every `every`-th value of `key` in the engine's order, from the first: where chunks start."""
-        k = self.q(key)
-        rows = self.query(f"SELECT _ma_k FROM (SELECT {k} AS _ma_k, row_number() OVER (ORDER BY {k}) AS _ma_n "
-                          f"FROM {self.q(table)} WHERE {k} IS NOT NULL) s "
-                          f"WHERE {self.modulo_sql.format('_ma_n - 1', int(every))} = 0 ORDER BY _ma_k")
-        starts = [str(r[0]) if isinstance(r[0], uuid.UUID) else r[0] for r in rows]
-        return [v for i, v in enumerate(starts) if i == 0 or v != starts[i - 1]]  # a composite key repeats its first column
+        """Every `every`-th value of `key` in the engine's order, from the first: where chunks start.
+        Each is found from the one before by a hop along the key's index (OFFSET), so the key column
+        is read once in order; a value repeated more than `every` times (the head of a composite key)
+        is one start."""
+        k, p = self.q(key), self.param
+
+        def first(condition: str, params: list, skip: int = 0):
+            rows = self.query(f"SELECT {k} FROM {self.q(table)} WHERE {condition} ORDER BY {k} LIMIT 1 OFFSET {skip}",
+                              params)
+            return rows[0][0] if rows else None
+
+        starts, value = [], first(f"{k} IS NOT NULL", [])
+        while value is not None:
+            starts.append(value)
+            value = first(f"{k} >= {p}", [value], int(every))
+            if value is not None and value == starts[-1]:
+                value = first(f"{k} > {p}", [value])
+        return [str(v) if isinstance(v, uuid.UUID) else v for v in starts]
 
     def max_value(self, table: str, column: str):
         return self.query(f"SELECT max({self.q(column)}) FROM {self.q(table)}")[0][0]

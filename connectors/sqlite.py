@@ -87,8 +87,6 @@ class SQLiteConnector(SqlConnector):
                 raise
 
     # --- introspection --------------------------------------------------------
-    modulo_sql = "({}) % {}"
-
     def orders_bytewise(self, table: str | None, column: Column) -> bool:
         """A column of TEXT affinity in a UTF-8 database compares with the BINARY collation unless the
         table declares another. (UUIDs are text here, of any case and form; other engines parse them.)"""
