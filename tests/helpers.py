@@ -22,8 +22,27 @@ def create_table(url: str, schema: TableSchema, rows: list[dict]) -> None:
     try:
         conn.drop_table(schema.name)
         conn.create_table(schema)
-        if rows:
-            conn.write_batch(schema, pa.RecordBatch.from_pylist(rows, schema=arrow_schema(schema)))
+    finally:
+        conn.close()
+    insert_rows(url, schema, rows)
+
+
+def insert_rows(url: str, schema: TableSchema, rows: list[dict]) -> None:
+    """Rows into an existing table, through the engine's own loader."""
+    if not rows:
+        return
+    conn = open_url(url)
+    try:
+        conn.write_batch(schema, pa.RecordBatch.from_pylist(rows, schema=arrow_schema(schema)))
+    finally:
+        conn.close()
+
+
+def execute_sql(url: str, *statements: str) -> None:
+    conn = open_url(url)
+    try:
+        for s in statements:
+            conn.execute(s)
     finally:
         conn.close()
 

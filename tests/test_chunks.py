@@ -3,15 +3,13 @@ leading column where both engines compare text byte by byte; else one chunk."""
 from __future__ import annotations
 
 import psycopg
-import pyarrow as pa
 import pytest
 
 from connectors.base import Column, KeyRange, MigrationError, TableSchema
-from connectors.canonical import arrow_schema
 from flows.migrate_tables import migrate_tables
 from tasks.plan import key_chunks
 from tests.conftest import make_endpoint
-from tests.helpers import create_table, open_url, read_rows, snapshot
+from tests.helpers import create_table, execute_sql, insert_rows, open_url, read_rows, snapshot
 
 
 def test_clickhouse_key_order_is_the_sorting_key_order(clickhouse_url):
@@ -48,10 +46,8 @@ PREFIXES = ["a", "B", "é", "Z", "ä", "😀", " ", "a b", "A"]
 CODES = TableSchema("codes", (Column("code", "string", False), Column("n", "int64")), ("code",))
 
 
-def _codes(url: str, rows: int = 2000) -> list[dict]:
-    data = [{"code": f"{PREFIXES[i % len(PREFIXES)]}{i}", "n": i} for i in range(rows)] + [{"code": "", "n": -1}]
-    create_table(url, CODES, data)
-    return data
+def _code_rows(rows: int = 2000) -> list[dict]:
+    return [{"code": f"{PREFIXES[i % len(PREFIXES)]}{i}", "n": i} for i in range(rows)] + [{"code": "", "n": -1}]
 
 
 @pytest.mark.parametrize("src,dst", [("postgres", "clickhouse"), ("sqlite", "sqlite"), ("clickhouse", "sqlite"),
@@ -60,14 +56,10 @@ def _codes(url: str, rows: int = 2000) -> list[dict]:
 def test_a_table_keyed_by_text_both_engines_compare_as_bytes_moves_in_chunks(request, caplog, src, dst):
     source, destination = make_endpoint(request, src), make_endpoint(request, dst)
     if src == "postgres":
-        _execute(source, 'CREATE TABLE codes (code text COLLATE "C" PRIMARY KEY, n bigint)')
-        conn = open_url(source)
-        conn.write_batch(CODES, pa.RecordBatch.from_pylist(
-            [{"code": f"{PREFIXES[i % len(PREFIXES)]}{i}", "n": i} for i in range(2000)] + [{"code": "", "n": -1}],
-            schema=arrow_schema(CODES)))
-        conn.close()
+        execute_sql(source, 'CREATE TABLE codes (code text COLLATE "C" PRIMARY KEY, n bigint)')
+        insert_rows(source, CODES, _code_rows())
     else:
-        _codes(source)
+        create_table(source, CODES, _code_rows())
 
     report = migrate_tables(source=source, destination=destination, tables=["codes"], chunk_rows=300)
 
@@ -79,7 +71,7 @@ def test_a_table_keyed_by_text_both_engines_compare_as_bytes_moves_in_chunks(req
 
 def test_a_table_keyed_by_uuid_moves_in_chunks_between_postgresql_servers(postgres_db, caplog):
     source, destination = postgres_db(), postgres_db()
-    _execute(source, "CREATE TABLE tokens (id uuid PRIMARY KEY, n int)",
+    execute_sql(source, "CREATE TABLE tokens (id uuid PRIMARY KEY, n int)",
              "INSERT INTO tokens SELECT md5(g::text)::uuid, g FROM generate_series(1, 1000) g")
     report = migrate_tables(source=source, destination=destination, tables=["tokens"], chunk_rows=200)
     assert report["rows"] == 1000 and report["verdict"] == "verified"
@@ -111,11 +103,8 @@ def test_a_text_key_one_side_orders_by_collation_is_one_chunk_and_the_log_says_s
     a range of keys would select other rows on the other side, so the table is one chunk."""
     source = make_endpoint(request, src)
     collated = "VARCHAR(20) COLLATE utf8mb4_general_ci" if src == "mysql" else "TEXT COLLATE NOCASE"
-    _execute(source, f"CREATE TABLE codes (code {collated} PRIMARY KEY, n INTEGER)")
-    conn = open_url(source)
-    conn.write_batch(CODES, pa.RecordBatch.from_pylist([{"code": f"c{i}", "n": i} for i in range(2000)],
-                                                       schema=arrow_schema(CODES)))
-    conn.close()
+    execute_sql(source, f"CREATE TABLE codes (code {collated} PRIMARY KEY, n INTEGER)")
+    insert_rows(source, CODES, [{"code": f"c{i}", "n": i} for i in range(2000)])
     report = migrate_tables(source=source, destination=sqlite_db(), tables=["codes"], chunk_rows=300)
     assert report["verdict"] == "verified" and report["rows"] == 2000
     assert "Table codes: 1 of 1 chunk(s) copied" in caplog.text
@@ -128,15 +117,6 @@ def _collates_bytewise(postgres_url: str) -> bool:
         locale, provider = c.execute("SELECT datcollate, datlocprovider FROM pg_database "
                                      "WHERE datname = current_database()").fetchone()
     return provider == "c" and locale in ("C", "POSIX", "C.UTF-8", "C.utf8")
-
-
-def _execute(url: str, *statements: str) -> None:
-    conn = open_url(url)
-    try:
-        for s in statements:
-            conn.execute(s)
-    finally:
-        conn.close()
 
 
 def test_text_keys_alike_but_for_case_or_trailing_blanks_stay_apart_in_mysql(sqlite_url, mysql_url):
@@ -165,11 +145,10 @@ def test_a_composite_key_of_an_integer_and_text_fits_mysqls_key_limit(sqlite_url
 
 def test_keys_an_engine_sorts_otherwise_than_by_their_text_are_not_split(sqlite_url):
     """A safety net behind orders_bytewise: chunk starts must rise in code-point order, else one chunk."""
-    _execute(sqlite_url, "CREATE TABLE codes (code TEXT COLLATE NOCASE PRIMARY KEY, n INTEGER)")
+    execute_sql(sqlite_url, "CREATE TABLE codes (code TEXT COLLATE NOCASE PRIMARY KEY, n INTEGER)")
+    insert_rows(sqlite_url, CODES, [{"code": f"{'aB'[i % 2]}{i:04}", "n": i} for i in range(1000)])
     conn = open_url(sqlite_url)
     try:
-        conn.write_batch(CODES, pa.RecordBatch.from_pylist(
-            [{"code": f"{'aB'[i % 2]}{i:04}", "n": i} for i in range(1000)], schema=arrow_schema(CODES)))
         chunks = key_chunks(conn, conn.describe("codes"), 100, text_key="code")
     finally:
         conn.close()

@@ -162,16 +162,11 @@ def test_rows_whose_watermark_is_null_are_copied_by_a_full_copy(sqlite_db, mode)
 
 def test_a_sqlite_key_holding_null_is_replaced_and_restored_not_duplicated(sqlite_db):
     """SQLite lets a composite primary key hold NULL; the upsert and its rollback match such keys too."""
-    from tests.helpers import open_url
+    from tests.helpers import execute_sql, open_url
     source, dest = sqlite_db(), sqlite_db()
 
     def source_sql(*statements: str) -> None:
-        conn = open_url(source)
-        try:
-            for statement in statements:
-                conn.execute(statement)
-        finally:
-            conn.close()
+        execute_sql(source, *statements)
 
     def dest_rows() -> list:
         conn = open_url(dest)

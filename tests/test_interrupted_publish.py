@@ -14,7 +14,7 @@ from tasks import state
 from tasks.plan import work_table_name
 from tasks.publish import _with_staging_id, restore
 from tests.conftest import make_endpoint
-from tests.helpers import create_table, open_url, read_rows, snapshot
+from tests.helpers import create_table, execute_sql, open_url, read_rows, snapshot
 
 ITEMS = TableSchema("items", (Column("id", "int64", nullable=False), Column("name", "string"),
                               Column("version", "int64")), ("id",))
@@ -43,15 +43,6 @@ def _run(source: str, destination: str, mode: str) -> dict:
                           watermark_column="version" if mode == "incremental" else None)
 
 
-def _execute(url: str, *statements: str) -> None:
-    conn = open_url(url)
-    try:
-        for s in statements:
-            conn.execute(s)
-    finally:
-        conn.close()
-
-
 @pytest.mark.parametrize("mode", ["full", "incremental"])
 @pytest.mark.parametrize("dst", ["postgres", "mysql", "sqlite"])
 def test_a_run_whose_published_record_cannot_be_written_is_undone(request, sqlite_url, dst, mode):
@@ -60,7 +51,7 @@ def test_a_run_whose_published_record_cannot_be_written_is_undone(request, sqlit
     _run(sqlite_url, destination, mode)
     before = snapshot(destination)
     create_table(sqlite_url, ITEMS, SECOND)
-    _execute(destination, *REFUSE_PUBLISHED[dst])
+    execute_sql(destination, *REFUSE_PUBLISHED[dst])
 
     with pytest.raises(MigrationError, match="ledger write refused") as failed:
         _run(sqlite_url, destination, mode)
