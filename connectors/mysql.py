@@ -22,9 +22,10 @@ from connectors.sql import SqlConnector
 BATCH_BYTES = 1 << 20  # connectorx decodes a few batches ahead of its reader: batches of about this much data
 PAGE_BATCHES = 4  # batches per connectorx query (see read_batches)
 _KEY_BYTES = 3072  # InnoDB's longest index key
-# code-point order without trailing-space padding: the byte order of UTF-8 text
-_BYTEWISE_COLLATIONS = {"utf8mb4_nopad_bin", "utf8mb4_0900_bin"}
+# code-point order without trailing-space padding (the byte order of UTF-8 text), MariaDB's first
+_BYTEWISE_COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin")
 _TEXT_TYPES = {"varchar", "text", "tinytext", "mediumtext", "longtext"}
+_SESSION_SETUP = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
 
 
 def _key_bytes(col: Column) -> int:
@@ -36,7 +37,6 @@ def _key_bytes(col: Column) -> int:
     if col.type == "binary":
         return col.length or 255
     return 8  # integers, floats, dates and times
-_SESSION_SETUP = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
 
 
 class _ReadFailed(pymysql.err.OperationalError):
@@ -227,8 +227,8 @@ class MySQLConnector(SqlConnector):
         """The first of the byte-order collations this server has (MariaDB, MySQL 8.0.17+), else
         utf8mb4_bin (which pads: 'a' and 'a ' are one key)."""
         have = {r[0] for r in self.query("SELECT collation_name FROM information_schema.collations "
-                                         "WHERE collation_name IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin')")}
-        return next((c for c in ("utf8mb4_nopad_bin", "utf8mb4_0900_bin") if c in have), "utf8mb4_bin")
+                                         "WHERE collation_name IN (%s, %s)", _BYTEWISE_COLLATIONS)}
+        return next((c for c in _BYTEWISE_COLLATIONS if c in have), "utf8mb4_bin")
 
     def orders_bytewise(self, table: str | None, column: Column) -> bool:
         if column.type != "string":

@@ -34,17 +34,6 @@ HASH_IN_ONE_PROCESS = "SET LOCAL max_parallel_workers_per_gather = 0"
 _MICROSECOND_TYPES = ("timestamp", "timestamptz", "time", "timetz")
 _BYTEWISE_LOCALES = {"C", "POSIX", "C.UTF-8", "C.utf8"}  # libc locales whose text order is byte order
 TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "55P03", "08000", "08003", "08006"}
-
-
-def transient_sqlstate(sqlstate: str | None) -> bool:
-    """Worth a retry: the states above, and those psycopg files as OperationalError (out of memory,
-    too many connections, a cancelled statement, a lost connection)."""
-    if not sqlstate or sqlstate in TRANSIENT_SQLSTATES:
-        return bool(sqlstate)
-    try:
-        return issubclass(psycopg.errors.lookup(sqlstate), psycopg.OperationalError)
-    except KeyError:
-        return False
 PERMISSION_SQLSTATES = {"42501"}
 
 _TYPES = {
@@ -59,6 +48,19 @@ _DDL = {
     "float32": "real", "float64": "double precision", "date": "date", "timestamp": "timestamp(6)",
     "timestamptz": "timestamptz(6)", "uuid": "uuid", "json": "jsonb", "binary": "bytea",
 }
+
+
+def transient_sqlstate(sqlstate: str | None) -> bool:
+    """Worth a retry: TRANSIENT_SQLSTATES, and the states psycopg files as OperationalError (out of
+    memory, too many connections, a cancelled statement, a lost connection)."""
+    if not sqlstate:
+        return False
+    if sqlstate in TRANSIENT_SQLSTATES:
+        return True
+    try:
+        return issubclass(psycopg.errors.lookup(sqlstate), psycopg.OperationalError)
+    except KeyError:
+        return False
 
 
 class PostgresConnector(SqlConnector):

@@ -122,7 +122,7 @@ def rollback_run(dest_ref: str, run_id: str) -> list[str]:
             raise MigrationError(f"{dest_ref}: table {table!r} was published again by run {newer} after run "
                                  f"{run_id}; roll back {newer} first (newest first), else its rows would be lost. "
                                  f"Nothing was rolled back")
-        _restore(dest, run_id, _run_work_tables(dest, run_id))
+        _restore(dest, run_id)
         return [r["table_name"] for r in recs]
 
 
@@ -131,12 +131,13 @@ def restore(dest_ref: str, run_id: str, work_tables: list[str] | None = None) ->
     undo every table it published, then drop its work tables (None: those carrying the run's id in
     their names)."""
     with using(dest_ref) as (dest,):
-        _restore(dest, run_id, _run_work_tables(dest, run_id) if work_tables is None else work_tables)
+        _restore(dest, run_id, work_tables)
 
 
-def _restore(dest: Connector, run_id: str, work_tables: list[str]) -> None:
+def _restore(dest: Connector, run_id: str, work_tables: list[str] | None = None) -> None:
     """Undo each table `run_id` published, newest first and each on its own so one failing does not
-    stop the others; then drop `work_tables`, but for those a table not undone still needs."""
+    stop the others; then drop `work_tables` (None: the run's, found by name), but for those a table
+    not undone still needs."""
     failed = []
     for rec in reversed(state.published(dest, run_id)):
         try:
@@ -144,15 +145,15 @@ def _restore(dest: Connector, run_id: str, work_tables: list[str]) -> None:
         except Exception as exc:
             failed.append((rec, exc))
     kept = {t for rec, _ in failed for t in (rec["staging"], rec["backup"], rec["deleted"]) if t}
-    for t in work_tables:
+    for t in _run_work_tables(dest, run_id) if work_tables is None else work_tables:
         if t not in kept:
             with contextlib.suppress(MigrationError):
                 dest.drop_table(t)
     if failed:
         error = TransientError if all(is_transient(exc) for _, exc in failed) else MigrationError  # rollback retries
         raise error(f"run {run_id}: could not restore {', '.join(rec['table_name'] for rec, _ in failed)} "
-                             f"({'; '.join(str(exc) for _, exc in failed)}); its work tables are kept: "
-                             f"retry with `migration-assistant rollback DESTINATION {run_id}`")
+                    f"({'; '.join(str(exc) for _, exc in failed)}); its work tables are kept: "
+                    f"retry with `migration-assistant rollback DESTINATION {run_id}`")
 
 
 def _run_work_tables(dest: Connector, run_id: str) -> list[str]:

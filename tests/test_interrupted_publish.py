@@ -38,6 +38,13 @@ REFUSE_PUBLISHED = {
 }
 
 
+def _first_run(source: str, destination: str, mode: str) -> dict:
+    """FIRST migrated from `source` into `destination`: returns the destination as it then is."""
+    create_table(source, ITEMS, FIRST)
+    _run(source, destination, mode)
+    return snapshot(destination)
+
+
 def _run(source: str, destination: str, mode: str) -> dict:
     return migrate_tables(source=source, destination=destination, tables=["items"], mode=mode,
                           watermark_column="version" if mode == "incremental" else None)
@@ -47,9 +54,7 @@ def _run(source: str, destination: str, mode: str) -> dict:
 @pytest.mark.parametrize("dst", ["postgres", "mysql", "sqlite"])
 def test_a_run_whose_published_record_cannot_be_written_is_undone(request, sqlite_url, dst, mode):
     destination = make_endpoint(request, dst)
-    create_table(sqlite_url, ITEMS, FIRST)
-    _run(sqlite_url, destination, mode)
-    before = snapshot(destination)
+    before = _first_run(sqlite_url, destination, mode)
     create_table(sqlite_url, ITEMS, SECOND)
     execute_sql(destination, *REFUSE_PUBLISHED[dst])
 
@@ -80,9 +85,7 @@ class HalfPublished:
 
 
 def test_a_clickhouse_swap_stopped_between_rename_and_exchange_is_undone(sqlite_url, clickhouse_url):
-    create_table(sqlite_url, ITEMS, FIRST)
-    _run(sqlite_url, clickhouse_url, "full")
-    before = snapshot(clickhouse_url)
+    before = _first_run(sqlite_url, clickhouse_url, "full")
     run = HalfPublished(clickhouse_url, SECOND)
     run.record_intent("full")
     run.conn.execute(f"RENAME TABLE {run.conn.q(run.staging)} TO {run.conn.q(run.backup)}")  # swap_in's first step
@@ -94,9 +97,7 @@ def test_a_clickhouse_swap_stopped_between_rename_and_exchange_is_undone(sqlite_
 
 
 def test_a_clickhouse_upsert_stopped_between_delete_and_insert_is_undone(sqlite_url, clickhouse_url):
-    create_table(sqlite_url, ITEMS, FIRST)
-    _run(sqlite_url, clickhouse_url, "incremental")
-    before = snapshot(clickhouse_url)
+    before = _first_run(sqlite_url, clickhouse_url, "incremental")
     run = HalfPublished(clickhouse_url, [r for r in SECOND if r["version"] == 2])
     run.conn.save_prior_rows("items", run.staging, run.backup, ["id"], None)
     run.record_intent("incremental")
@@ -110,9 +111,7 @@ def test_a_clickhouse_upsert_stopped_between_delete_and_insert_is_undone(sqlite_
 
 
 def test_a_rollback_stopped_halfway_finishes_when_repeated(sqlite_url, clickhouse_url):
-    create_table(sqlite_url, ITEMS, FIRST)
-    _run(sqlite_url, clickhouse_url, "full")
-    before = snapshot(clickhouse_url)
+    before = _first_run(sqlite_url, clickhouse_url, "full")
     create_table(sqlite_url, ITEMS, SECOND)
     second = _run(sqlite_url, clickhouse_url, "full")
     backup, trash = (work_table_name("items", role, second["run_id"]) for role in ("backup", "undone"))
@@ -128,9 +127,7 @@ def test_a_rollback_stopped_halfway_finishes_when_repeated(sqlite_url, clickhous
 def test_a_clickhouse_run_recorded_by_an_earlier_release_rolls_back_even_after_a_stopped_undo(sqlite_url,
                                                                                                clickhouse_url):
     """Earlier releases did not record where a run's rows are; the first undo notes it before it moves them."""
-    create_table(sqlite_url, ITEMS, FIRST)
-    _run(sqlite_url, clickhouse_url, "full")
-    before = snapshot(clickhouse_url)
+    before = _first_run(sqlite_url, clickhouse_url, "full")
     create_table(sqlite_url, ITEMS, SECOND)
     second = _run(sqlite_url, clickhouse_url, "full")["run_id"]
     backup, trash = (work_table_name("items", role, second) for role in ("backup", "undone"))
